@@ -1,0 +1,76 @@
+"""Apache Airflow provider for Alibaba Qwen models on the AI/ML API.
+
+This module is read by Airflow's providers manager in every process: it imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+DEFAULT_CONN_ID = "qwen_default"
+DEFAULT_BASE_URL = "https://api.aimlapi.com/v1"
+DEFAULT_MODEL = "alibaba/qwen3.7-max"
+DEFAULT_TIMEOUT = 600.0
+DEFAULT_MAX_RETRIES = 2
+
+CONN_FIELDS: dict[str, dict[str, Any]] = {
+    "model": {
+        "label": "Default model",
+        "description": "Model id used when a task names none.",
+        "schema": {"type": "string", "default": DEFAULT_MODEL},
+    },
+    "timeout": {
+        "label": "Timeout (seconds)",
+        "description": "Read timeout of one request; connect timeout is 5 s.",
+        "schema": {"type": "number", "default": DEFAULT_TIMEOUT, "minimum": 1},
+    },
+    "max_retries": {
+        "label": "Max retries",
+        "description": "Retries of 408/409/429/5xx and connection errors, with backoff.",
+        "schema": {"type": "integer", "default": DEFAULT_MAX_RETRIES, "minimum": 0, "maximum": 10},
+    },
+    "prices": {
+        "label": "Price overrides (JSON)",
+        "description": 'USD per 1M tokens, e.g. {"alibaba/qwen3.7-max": {"input": 2.6, "output": 7.8}}.',
+        "schema": {"type": ["string", "null"]},
+    },
+}
+
+UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema", "port", "login", "extra"],
+    "relabeling": {"password": "API key", "host": "Base URL"},
+    "placeholders": {
+        "host": DEFAULT_BASE_URL,
+        "password": "AI/ML API key (leave empty to use a local emulator)",
+    },
+}
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Provider metadata read by Airflow's providers manager (``apache_airflow_provider`` entry point)."""
+    return {
+        "package-name": "airflow-provider-qwen",
+        "name": "Qwen (AI/ML API)",
+        "description": "Alibaba Qwen models on the AI/ML API: hook, operators, cost tracking.",
+        "versions": [__version__],
+        "connection-types": [
+            {
+                "connection-type": "qwen",
+                "hook-class-name": "airflow_provider_qwen.hooks.qwen.QwenHook",
+                "hook-name": "Qwen (AI/ML API)",
+                "conn-fields": CONN_FIELDS,
+                "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
+            }
+        ],
+        "hooks": [{"integration-name": "Qwen", "python-modules": ["airflow_provider_qwen.hooks.qwen"]}],
+        "operators": [{"integration-name": "Qwen", "python-modules": ["airflow_provider_qwen.operators"]}],
+        "integrations": [
+            {
+                "integration-name": "Qwen",
+                "external-doc-url": "https://docs.aimlapi.com/",
+                "tags": ["ai"],
+            }
+        ],
+    }

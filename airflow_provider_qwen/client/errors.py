@@ -1,0 +1,200 @@
+"""The QwenError tree: one class per way a call can fail, each safe to log (never the API key)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+
+class QwenError(Exception):
+    """Base of every error this provider raises.
+
+    ``status_code`` is the HTTP status (``None`` before or without an answer), ``inference_id`` the
+    service's ``x-inference-id`` (where a charge would be recorded) and ``client_request_id`` the
+    ``X-Client-Request-Id`` sent with every try of the call.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        inference_id: str | None = None,
+        client_request_id: str | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.inference_id = inference_id
+        self.client_request_id = client_request_id
+        self.body = body
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.status_code is not None:
+            parts.append(f"status={self.status_code}")
+        if self.inference_id:
+            parts.append(f"inference_id={self.inference_id}")
+        if self.client_request_id:
+            parts.append(f"client_request_id={self.client_request_id}")
+        return parts[0] if len(parts) == 1 else f"{parts[0]} ({', '.join(parts[1:])})"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
+
+
+class InvalidRequestError(QwenError, ValueError):
+    """Parameters refused on our side, before any (paid) request is sent."""
+
+
+class APIStatusError(QwenError):
+    """The service answered with an error status."""
+
+    retryable_by_default = False
+
+
+class BadRequestError(APIStatusError):
+    """400/422: the service refused the request body."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the API key is missing or wrong."""
+
+
+class InsufficientCreditsError(APIStatusError):
+    """403: the account is out of credits (the AI/ML API uses 403, not 402)."""
+
+
+class NotFoundError(APIStatusError):
+    """404: unknown path or model."""
+
+
+class ConflictError(APIStatusError):
+    """408/409: retried by the convention, surfaced when retries run out."""
+
+    retryable_by_default = True
+
+
+class RateLimitError(APIStatusError):
+    """429: rate or concurrency limit; ``retry_after`` is the server's requested delay, if any."""
+
+    retryable_by_default = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class ServerError(APIStatusError):
+    """5xx: the service or an upstream provider failed."""
+
+    retryable_by_default = True
+
+
+class GenerationTimeoutError(ServerError):
+    """504: the generation took longer than the gateway allows."""
+
+
+class APITimeoutError(QwenError):
+    """No answer within the client's timeout (the server may still have finished and charged)."""
+
+
+class APIConnectionError(QwenError):
+    """The connection failed or was dropped before a complete answer."""
+
+
+class InvalidResponseError(QwenError):
+    """A 2xx answer we cannot parse (not JSON, wrong shape, a stream cut short)."""
+
+
+class StreamError(QwenError):
+    """The service reported a failure inside a stream (a chunk with an ``error`` key)."""
+
+
+class StructuredOutputError(QwenError):
+    """A tool call's arguments could not be parsed or validated; ``errors`` lists the violations."""
+
+    def __init__(self, message: str, *, errors: list[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.errors = list(errors or [])
+
+
+_STATUS_CLASSES: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: InsufficientCreditsError,
+    404: NotFoundError,
+    408: ConflictError,
+    409: ConflictError,
+    422: BadRequestError,
+    429: RateLimitError,
+    504: GenerationTimeoutError,
+}
+
+_TAGS = re.compile(r"<[^>]+>")
+_SPACES = re.compile(r"\s+")
+
+
+def error_message_from_body(body: Any, status_code: int, reason: str = "") -> str:
+    """The human message of an error body: the AI/ML API shape, the OpenAI shape, or plain text."""
+    if isinstance(body, Mapping):
+        err = body.get("error")
+        if isinstance(err, Mapping) and err.get("message"):
+            details = [f"{k}={err[k]}" for k in ("type", "code", "param") if err.get(k)]
+            return str(err["message"]) + (f" [{', '.join(details)}]" if details else "")
+        if isinstance(err, str) and err:
+            return err
+        message = body.get("message")
+        if isinstance(message, list):  # validation errors can come as a list of strings
+            return "; ".join(str(m) for m in message)
+        if message:
+            return str(message)
+    if isinstance(body, str) and body.strip():
+        text = _SPACES.sub(" ", _TAGS.sub(" ", body)).strip()
+        return f"HTTP {status_code} {reason}".strip() + f" (non-JSON body: {text[:200]!r})"
+    return f"HTTP {status_code} {reason}".strip()
+
+
+def parse_error_body(content: bytes) -> Any:
+    """Decode an error body to JSON where it is JSON, else to text; never raises."""
+    text = content.decode("utf-8", errors="replace")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def error_for_status(
+    status_code: int,
+    content: bytes,
+    *,
+    reason: str = "",
+    inference_id: str | None = None,
+    client_request_id: str | None = None,
+    retry_after: float | None = None,
+    redact: str | None = None,
+) -> APIStatusError:
+    """Build the QwenError for an error answer; ``redact`` (the key) is cut from the message."""
+    body = parse_error_body(content)
+    message = error_message_from_body(body, status_code, reason)
+    if redact:
+        message = message.replace(redact, "***")
+        if isinstance(body, str):
+            body = body.replace(redact, "***")
+        elif redact in json.dumps(body, default=str):
+            body = None
+    cls = _STATUS_CLASSES.get(status_code)
+    if cls is None:
+        cls = ServerError if status_code >= 500 else APIStatusError
+    kwargs: dict[str, Any] = {
+        "status_code": status_code,
+        "inference_id": inference_id,
+        "client_request_id": client_request_id,
+        "body": body,
+    }
+    if cls is RateLimitError:
+        return RateLimitError(message, retry_after=retry_after, **kwargs)
+    return cls(message, **kwargs)
