@@ -179,8 +179,10 @@ class CostLedger:
 
     def add(self, completion: ChatCompletion) -> Cost:
         """Record one paid response; returns its cost."""
-        usage = completion.usage
-        cost = completion.cost
+        return self.add_charge(completion.model, completion.cost, completion.usage)
+
+    def add_charge(self, model: str, cost: Cost, usage: Usage | None = None) -> Cost:
+        """Record a charge that may come without a parsed response (a cut stream, an unparsable body)."""
         with self._lock:
             self.requests += 1
             if usage is not None:
@@ -189,7 +191,7 @@ class CostLedger:
                 self.reasoning_tokens += usage.reasoning_tokens
                 self.total_tokens += usage.total_tokens
             self.cost = self.cost + cost
-            self.models.add(completion.model)
+            self.models.add(model)
         return cost
 
     def merge(self, other: CostLedger) -> None:

@@ -122,6 +122,10 @@ class StructuredOutputError(QwenError):
         self.errors = list(errors or [])
 
 
+class BudgetExceededError(QwenError):
+    """A request was not sent because its worst-case cost would pass a budget."""
+
+
 _STATUS_CLASSES: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
     401: AuthenticationError,

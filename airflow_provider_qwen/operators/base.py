@@ -1,0 +1,243 @@
+"""What every Qwen operator shares: one rendering path, one request path, one cost path.
+
+Subclasses implement ``run(context, cost)``; ``execute`` wraps it so that the ``qwen_cost``
+record of the try is pushed whatever happens, and ``send``/``asend`` check the budget before
+and record the charge after every request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_provider_qwen import DEFAULT_CONN_ID, DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_qwen.client.models import ChatCompletion
+    from airflow_provider_qwen.client.request import ChatRequest
+    from airflow_provider_qwen.hooks.qwen import QwenHook
+    from airflow_provider_qwen.operators.cost import TaskCost
+
+PROMPT_TEMPLATE_EXT = (".j2", ".jinja2", ".prompt")
+
+# Generation parameters every operator accepts and forwards to the request (templated as one dict).
+GENERATION_PARAMS = (
+    "max_completion_tokens",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "logprobs",
+    "top_logprobs",
+    "logit_bias",
+    "reasoning_effort",
+    "reasoning",
+    "normalize_tool_schemas",
+    "extra_body",
+)
+
+
+def is_templated(value: Any) -> bool:
+    """Whether a (possibly nested) value still holds Jinja markup or a template file name."""
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value or value.endswith(PROMPT_TEMPLATE_EXT)
+    if isinstance(value, Mapping):
+        return any(is_templated(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(is_templated(v) for v in value)
+    return False
+
+
+class QwenBaseOperator(BaseOperator):
+    """Base of the Qwen operators.
+
+    :param prompt: the user message; Jinja, or a template file ending in .j2/.jinja2/.prompt.
+    :param system_prompt: an optional system message (templated the same way).
+    :param messages: a full message list sent before ``prompt``; templated element-wise.
+    :param model: model id; defaults to the connection's default model.
+    :param qwen_conn_id: the ``qwen`` connection.
+    :param max_cost_usd: refuse any request whose worst case would take this task's spend past it.
+    :param generation parameters: ``max_completion_tokens``, ``temperature``, ... as in the client;
+        validated at DAG parse time when static, after rendering when templated, always before
+        any request.
+    """
+
+    template_fields: Sequence[str] = (
+        "prompt",
+        "system_prompt",
+        "messages",
+        "model",
+        "generation_params",
+        "max_cost_usd",
+    )
+    template_ext: Sequence[str] = PROMPT_TEMPLATE_EXT
+    template_fields_renderers = {
+        "prompt": "md",
+        "system_prompt": "md",
+        "messages": "json",
+        "generation_params": "json",
+    }
+    ui_color = "#ffe7c7"
+
+    def __init__(
+        self,
+        *,
+        prompt: str | None = None,
+        system_prompt: str | None = None,
+        messages: Sequence[Mapping[str, Any]] | None = None,
+        model: str | None = None,
+        qwen_conn_id: str = DEFAULT_CONN_ID,
+        max_cost_usd: float | str | None = None,
+        max_completion_tokens: int | str | None = None,
+        max_tokens: int | str | None = None,
+        temperature: float | str | None = None,
+        top_p: float | str | None = None,
+        stop: str | list[str] | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | str | None = None,
+        logit_bias: Mapping[str, float] | None = None,
+        reasoning_effort: str | None = None,
+        reasoning: Mapping[str, Any] | None = None,
+        normalize_tool_schemas: bool | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.prompt = prompt
+        self.system_prompt = system_prompt
+        self.messages = list(messages) if messages is not None else None
+        self.model = model
+        self.qwen_conn_id = qwen_conn_id
+        self.max_cost_usd = max_cost_usd
+        given = locals()
+        self.generation_params: dict[str, Any] = {
+            name: given[name] for name in GENERATION_PARAMS if given[name] is not None
+        }
+        # Subclasses call validate_static_parameters() at the end of their own __init__,
+        # once their extra request parameters (tools, stream ...) are set.
+
+    # -- validation -----------------------------------------------------------------------
+
+    def extra_request_params(self) -> dict[str, Any]:
+        """Parameters a subclass adds to every request (tools, tool_choice, stream ...)."""
+        return {}
+
+    def validate_static_parameters(self) -> None:
+        """Fail at DAG parse time for values that need no rendering."""
+        from airflow_provider_qwen.operators.cost import parse_usd
+
+        if not is_templated(self.max_cost_usd):
+            parse_usd("max_cost_usd", self.max_cost_usd)
+        if is_templated(self.generation_params) or is_templated(self.model):
+            return
+        if self.prompt is None and not self.messages:
+            from airflow_provider_qwen.client.errors import InvalidRequestError
+
+            raise InvalidRequestError(f"{type(self).__name__} {self.task_id!r} needs a prompt or messages")
+        self.build_request(
+            [{"role": "user", "content": "parameter check"}], model=self.model or DEFAULT_MODEL
+        )
+
+    # -- rendering and requests -----------------------------------------------------------
+
+    @cached_property
+    def hook(self) -> QwenHook:
+        from airflow_provider_qwen.hooks.qwen import QwenHook
+
+        return QwenHook(qwen_conn_id=self.qwen_conn_id)
+
+    def rendered_messages(self) -> list[dict[str, Any]]:
+        """The conversation from the rendered fields: system, then ``messages``, then ``prompt``."""
+        conversation: list[dict[str, Any]] = []
+        if self.system_prompt:
+            conversation.append({"role": "system", "content": self.system_prompt})
+        conversation.extend(dict(m) for m in self.messages or [])
+        if self.prompt:
+            conversation.append({"role": "user", "content": self.prompt})
+        return conversation
+
+    def build_request(self, messages: Sequence[Mapping[str, Any]], *, model: str | None = None,
+                      **overrides: Any) -> ChatRequest:
+        """Validate one request: the operator's parameters, the subclass's extras, then overrides."""
+        from airflow_provider_qwen.client.request import build_request
+
+        params = {**self.generation_params, **self.extra_request_params(), **overrides}
+        return build_request(list(messages), model=model or self.model or self.hook.default_model, **params)
+
+    # -- execution and cost ---------------------------------------------------------------
+
+    def execute(self, context: Context) -> Any:
+        from airflow_provider_qwen.operators.cost import TaskCost, parse_usd
+
+        cost = TaskCost(
+            prices=self.hook.prices,
+            max_cost_usd=parse_usd("max_cost_usd", self.max_cost_usd),
+            model=self.model or self.hook.default_model,
+        )
+        try:
+            return self.run(context, cost)
+        finally:
+            try:
+                self.finish_cost(context, cost)
+            except Exception:  # never let reporting hide the task's own outcome
+                self.log.exception("could not publish the Qwen cost record of this try")
+
+    def finish_cost(self, context: Context, cost: TaskCost) -> None:
+        """Publish the try's cost: XCom (unless do_xcom_push=False) and the task log."""
+        record = cost.record(getattr(context["ti"], "try_number", None))
+        if self.do_xcom_push:
+            cost.push(context)
+        self.log.info(
+            "Qwen cost of this try: %s requests, %s tokens, %s USD%s",
+            record["requests"],
+            record["total_tokens"],
+            record["usd_spent"],
+            " (estimated)" if record["estimated"] else "",
+        )
+
+    def run(self, context: Context, cost: TaskCost) -> Any:
+        raise NotImplementedError
+
+    def send(self, request: ChatRequest, cost: TaskCost) -> ChatCompletion:
+        """One request through the hook: budget check before, charge recorded after (also on error)."""
+        cost.check(request)
+        try:
+            completion = self.hook.get_client().send(request)
+        except Exception as exc:
+            cost.add_from_error(exc)
+            raise
+        cost.add(completion)
+        return completion
+
+    async def asend(self, request: ChatRequest, cost: TaskCost) -> ChatCompletion:
+        """``send`` for the async client (batch work)."""
+        cost.check(request)
+        try:
+            completion = await self.hook.get_async_client().send(request)
+        except Exception as exc:
+            cost.add_from_error(exc)
+            raise
+        cost.add(completion)
+        return completion
+
+    def check_finish(self, completion: ChatCompletion, *, fail_on_truncation: bool) -> None:
+        """A refusal is an error; truncation a warning, or an error when asked."""
+        from airflow_provider_qwen.client.errors import QwenError
+
+        if completion.refusal:
+            raise QwenError(
+                f"the model refused: {completion.refusal}", inference_id=completion.inference_id
+            )
+        if completion.finish_reason == "length":
+            message = (
+                "the answer was cut at the token limit (finish_reason='length'); raise "
+                "max_completion_tokens or shorten the prompt"
+            )
+            if fail_on_truncation:
+                raise QwenError(message, inference_id=completion.inference_id)
+            self.log.warning(message)
