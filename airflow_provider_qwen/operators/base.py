@@ -62,6 +62,7 @@ class QwenBaseOperator(BaseOperator):
     :param model: model id; defaults to the connection's default model.
     :param qwen_conn_id: the ``qwen`` connection.
     :param max_cost_usd: refuse any request whose worst case would take this task's spend past it.
+    :param dag_run_budget_usd: the same cap over all Qwen tasks of the DAG run (their ``qwen_cost``).
     :param generation parameters: ``max_completion_tokens``, ``temperature``, ... as in the client;
         validated at DAG parse time when static, after rendering when templated, always before
         any request.
@@ -74,6 +75,7 @@ class QwenBaseOperator(BaseOperator):
         "model",
         "generation_params",
         "max_cost_usd",
+        "dag_run_budget_usd",
     )
     template_ext: Sequence[str] = PROMPT_TEMPLATE_EXT
     template_fields_renderers = {
@@ -93,6 +95,7 @@ class QwenBaseOperator(BaseOperator):
         model: str | None = None,
         qwen_conn_id: str = DEFAULT_CONN_ID,
         max_cost_usd: float | str | None = None,
+        dag_run_budget_usd: float | str | None = None,
         max_completion_tokens: int | str | None = None,
         max_tokens: int | str | None = None,
         temperature: float | str | None = None,
@@ -114,6 +117,7 @@ class QwenBaseOperator(BaseOperator):
         self.model = model
         self.qwen_conn_id = qwen_conn_id
         self.max_cost_usd = max_cost_usd
+        self.dag_run_budget_usd = dag_run_budget_usd
         given = locals()
         self.generation_params: dict[str, Any] = {
             name: given[name] for name in GENERATION_PARAMS if given[name] is not None
@@ -131,8 +135,9 @@ class QwenBaseOperator(BaseOperator):
         """Fail at DAG parse time for values that need no rendering."""
         from airflow_provider_qwen.operators.cost import parse_usd
 
-        if not is_templated(self.max_cost_usd):
-            parse_usd("max_cost_usd", self.max_cost_usd)
+        for field in ("max_cost_usd", "dag_run_budget_usd"):
+            if not is_templated(getattr(self, field)):
+                parse_usd(field, getattr(self, field))
         if is_templated(self.generation_params) or is_templated(self.model):
             return
         if self.prompt is None and not self.messages:
@@ -177,7 +182,9 @@ class QwenBaseOperator(BaseOperator):
         cost = TaskCost(
             prices=self.hook.prices,
             max_cost_usd=parse_usd("max_cost_usd", self.max_cost_usd),
+            dag_run_budget_usd=parse_usd("dag_run_budget_usd", self.dag_run_budget_usd),
             model=self.model or self.hook.default_model,
+            context=context,
         )
         try:
             return self.run(context, cost)

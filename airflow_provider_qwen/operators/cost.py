@@ -60,10 +60,14 @@ class TaskCost:
         *,
         prices: PriceTable,
         max_cost_usd: Decimal | None = None,
+        dag_run_budget_usd: Decimal | None = None,
         model: str | None = None,
+        context: Any = None,
     ) -> None:
         self.prices = prices
         self.max_cost_usd = max_cost_usd
+        self.dag_run_budget_usd = dag_run_budget_usd  # enforced by the run-budget work (issue 6)
+        self.context = context
         self.model = model
         self.ledger = CostLedger()
 
