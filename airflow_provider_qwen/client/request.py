@@ -80,9 +80,7 @@ class ToolMessage(_Strict):
     name: str | None = None
 
 
-Message = Annotated[
-    SystemMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")
-]
+Message = Annotated[SystemMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")]
 
 
 class FunctionDefinition(_Strict):
@@ -270,16 +268,19 @@ def _dedupe_union_errors(errors: list[Any]) -> list[Any]:
     for error in errors:
         loc = tuple(p for p in error["loc"] if not isinstance(p, str) or not _is_branch_tag(p))
         current = best.get(loc)
-        if current is None or (current["type"] in {"literal_error", "string_type"} and error["type"] not in {
-            "literal_error",
-            "string_type",
-        }):
+        if current is None or (
+            current["type"] in {"literal_error", "string_type"}
+            and error["type"]
+            not in {
+                "literal_error",
+                "string_type",
+            }
+        ):
             best[loc] = {**error, "loc": loc}
     return list(best.values())
 
 
 def _is_branch_tag(part: str) -> bool:
-    return (
-        part.startswith(("function-", "literal[", "list[", "str", "NamedToolChoice", "AllowedToolsChoice"))
-        or part in {"system", "user", "assistant", "tool"}
-    )
+    return part.startswith(
+        ("function-", "literal[", "list[", "str", "NamedToolChoice", "AllowedToolsChoice")
+    ) or part in {"system", "user", "assistant", "tool"}

@@ -18,7 +18,7 @@ _EXPORTS = {
     "QwenCostReportOperator": "airflow_provider_qwen.operators.cost_report",
 }
 
-__all__ = list(_EXPORTS)
+__all__ = ["QwenBatchOperator", "QwenChatOperator", "QwenCostReportOperator", "QwenToolCallOperator"]
 
 
 def __getattr__(name: str) -> Any:

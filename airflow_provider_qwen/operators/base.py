@@ -166,8 +166,9 @@ class QwenBaseOperator(BaseOperator):
             conversation.append({"role": "user", "content": self.prompt})
         return conversation
 
-    def build_request(self, messages: Sequence[Mapping[str, Any]], *, model: str | None = None,
-                      **overrides: Any) -> ChatRequest:
+    def build_request(
+        self, messages: Sequence[Mapping[str, Any]], *, model: str | None = None, **overrides: Any
+    ) -> ChatRequest:
         """Validate one request: the operator's parameters, the subclass's extras, then overrides."""
         from airflow_provider_qwen.client.request import build_request
 
@@ -237,9 +238,7 @@ class QwenBaseOperator(BaseOperator):
         from airflow_provider_qwen.client.errors import QwenError
 
         if completion.refusal:
-            raise QwenError(
-                f"the model refused: {completion.refusal}", inference_id=completion.inference_id
-            )
+            raise QwenError(f"the model refused: {completion.refusal}", inference_id=completion.inference_id)
         if completion.finish_reason == "length":
             message = (
                 "the answer was cut at the token limit (finish_reason='length'); raise "

@@ -1,0 +1,116 @@
+"""QwenChatOperator: one templated prompt in, the model's text out (optionally streamed)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_qwen.operators.base import QwenBaseOperator
+
+if TYPE_CHECKING:
+    import logging
+
+    from airflow.sdk import Context
+
+    from airflow_provider_qwen.client.models import ChatCompletion, ChatCompletionChunk
+    from airflow_provider_qwen.client.request import ChatRequest
+    from airflow_provider_qwen.operators.cost import TaskCost
+
+PROGRESS_EVERY_S = 2.0
+
+
+class QwenChatOperator(QwenBaseOperator):
+    """Send a prompt (and optional system prompt / message history) to Qwen and return the answer text.
+
+    :param include_reasoning: return ``{"content", "reasoning_content"}`` instead of the text.
+    :param stream: stream the answer, logging progress (characters so far, tokens/s) every few
+        seconds; the result is the same.
+    :param fail_on_truncation: fail when the answer was cut at the token limit (default: warn).
+
+    Every parameter of :class:`QwenBaseOperator` applies (prompt files, generation parameters,
+    ``max_cost_usd``); the ``qwen_cost`` XCom is pushed for every try.
+    """
+
+    def __init__(
+        self,
+        *,
+        include_reasoning: bool = False,
+        stream: bool = False,
+        fail_on_truncation: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.include_reasoning = include_reasoning
+        self.stream = stream
+        self.fail_on_truncation = fail_on_truncation
+        self.validate_static_parameters()
+
+    def extra_request_params(self) -> dict[str, Any]:
+        if self.stream:
+            return {"stream": True, "stream_options": {"include_usage": True}}
+        return {}
+
+    def run(self, context: Context, cost: TaskCost) -> Any:
+        request = self.build_request(self.rendered_messages())
+        completion = self.send_streaming(request, cost) if self.stream else self.send(request, cost)
+        self.check_finish(completion, fail_on_truncation=self.fail_on_truncation)
+        if self.include_reasoning:
+            return {"content": completion.content, "reasoning_content": completion.reasoning_content}
+        return completion.content
+
+    def send_streaming(self, request: ChatRequest, cost: TaskCost) -> ChatCompletion:
+        """``send`` for a streamed request: budget check before, progress in the log, charge after."""
+        cost.check(request)
+        progress = StreamProgress(self.log)
+        try:
+            stream = self.hook.get_client().stream(request)
+            for chunk in stream:
+                progress.update(chunk)
+            completion = stream.completion
+        except Exception as exc:
+            cost.add_from_error(exc)
+            raise
+        cost.add(completion)
+        progress.done(completion)
+        return completion
+
+
+class StreamProgress:
+    """Logs a stream's progress at most every ``PROGRESS_EVERY_S`` seconds, never per chunk."""
+
+    def __init__(self, log: logging.Logger | Any, every: float = PROGRESS_EVERY_S) -> None:
+        self.log = log
+        self.every = every
+        self.started = time.monotonic()
+        self.last_logged = self.started
+        self.content_chars = 0
+        self.reasoning_chars = 0
+        self.token_chunks = 0  # chunks carrying text: about one token each
+
+    def update(self, chunk: ChatCompletionChunk) -> None:
+        for choice in chunk.choices:
+            delta = choice.delta
+            if delta.content or delta.reasoning_content:
+                self.token_chunks += 1
+            self.content_chars += len(delta.content or "")
+            self.reasoning_chars += len(delta.reasoning_content or "")
+        now = time.monotonic()
+        if now - self.last_logged >= self.every:
+            self.last_logged = now
+            self.log.info(
+                "streaming: %d characters so far (%d of reasoning), %.1f tokens/s",
+                self.content_chars + self.reasoning_chars,
+                self.reasoning_chars,
+                self.token_chunks / max(now - self.started, 1e-6),
+            )
+
+    def done(self, completion: ChatCompletion) -> None:
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        tokens = completion.usage.completion_tokens if completion.usage else self.token_chunks
+        self.log.info(
+            "streamed %d characters (%d of reasoning) in %.1f s, %.1f tokens/s",
+            self.content_chars + self.reasoning_chars,
+            self.reasoning_chars,
+            elapsed,
+            tokens / elapsed,
+        )

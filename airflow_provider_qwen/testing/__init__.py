@@ -1,0 +1,1 @@
+"""Test support shipped with the provider: an AI/ML API emulator and a pytest plugin."""
