@@ -36,15 +36,19 @@ class Price:
     def parse(cls, value: Mapping[str, Any]) -> Price:
         try:
             cached = value.get("cached_input")
-            return cls(
+            price = cls(
                 input=Decimal(str(value["input"])),
                 output=Decimal(str(value["output"])),
                 cached_input=Decimal(str(cached)) if cached is not None else None,
             )
-        except (KeyError, ArithmeticError, TypeError) as exc:
+            rates = [price.input, price.output, *([price.cached_input] if cached is not None else [])]
+            if not all(rate.is_finite() and rate >= 0 for rate in rates):
+                raise ArithmeticError("rates must be finite and not negative")
+        except (KeyError, ArithmeticError, TypeError, AttributeError) as exc:
             raise ValueError(
-                f"a price needs numeric 'input' and 'output' (USD per 1M tokens), got {dict(value)!r}"
+                f"a price needs numbers >= 0 for 'input' and 'output' (USD per 1M tokens), got {value!r}"
             ) from exc
+        return price
 
     def usd(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> Decimal:
         cached_price = self.cached_input if self.cached_input is not None else self.input
@@ -124,7 +128,9 @@ class Cost:
         if credits is None and usd is None:
             return None
         usd_value = Decimal(str(usd)) if usd is not None else None
-        credits_value = int(credits) if credits is not None else credits_from_usd(usd_value or ZERO)
+        credits_value = (
+            int(Decimal(str(credits))) if credits is not None else credits_from_usd(usd_value or ZERO)
+        )
         if usd_value is None:
             usd_value = usd_from_credits(credits_value)
         return cls(credits_value, usd_value, False)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow_provider_qwen.client.cost import Cost
+    from airflow_provider_qwen.client.models import ChatCompletion
 
 
 class QwenError(Exception):
@@ -107,11 +111,18 @@ class APIConnectionError(QwenError):
 
 
 class InvalidResponseError(QwenError):
-    """A 2xx answer we cannot parse (not JSON, wrong shape, a stream cut short)."""
+    """A 2xx answer we cannot parse (not JSON, wrong shape); ``cost`` is what its headers reported."""
+
+    cost: Cost | None = None
 
 
 class StreamError(QwenError):
-    """The service reported a failure inside a stream (a chunk with an ``error`` key)."""
+    """An error chunk, or a stream cut or timed out after its first byte.
+
+    ``partial`` is the completion assembled so far (its usage, if any arrived, was paid for).
+    """
+
+    partial: ChatCompletion | None = None
 
 
 class StructuredOutputError(QwenError):

@@ -221,21 +221,53 @@ class ChatRequest(_Strict):
 
 PARAMETER_NAMES: frozenset[str] = frozenset(ChatRequest.model_fields) - {"model", "messages"}
 
+# Numeric bounds of the published schema, by field path (list indexes and dict keys left out), for messages.
+RANGES: dict[str, tuple[float, float | None]] = {
+    "temperature": (0, 2),
+    "top_p": (0.01, 1),
+    "top_logprobs": (0, 20),
+    "logit_bias": (-100, 100),
+    "max_tokens": (1, None),
+    "max_completion_tokens": (1, None),
+    "reasoning.max_tokens": (1, None),
+}
+_BOUND_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+
+
+def _allowed_range(loc: str) -> str | None:
+    key = loc.split(".", 1)[0] if loc.startswith("logit_bias.") else loc
+    bounds = RANGES.get(key)
+    if bounds is None:
+        return None
+    low, high = bounds
+    return f"allowed: {low} to {high}" if high is not None else f"allowed: {low} or more"
+
 
 def _describe(error: Mapping[str, Any]) -> str:
     loc = ".".join(str(part) for part in error.get("loc", ()) if not str(part).startswith("function-"))
     value = error.get("input")
-    if error.get("type") == "extra_forbidden":
-        allowed = ", ".join(sorted(PARAMETER_NAMES)) if "." not in loc else "see the schema"
-        return f"unknown parameter {loc!r}: not sent; allowed: {allowed} (or extra_body for other models)"
+    kind = error.get("type")
+    if kind == "extra_forbidden":
+        if "." not in loc:
+            allowed = ", ".join(sorted(PARAMETER_NAMES))
+            return f"unknown parameter {loc!r}: not sent; allowed: {allowed} (or extra_body for other models)"
+        hint = ""
+        if loc.endswith("reasoning_content"):
+            hint = " (reasoning_content is never sent back in history)"
+        return f"unknown field {loc!r}: not in the request schema{hint}"
     message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-    if error.get("type") == "missing":
+    if kind == "missing":
         return f"{loc}: required field is missing"
-    if not loc or error.get("type") == "value_error":
+    if not loc or kind == "value_error":
         return message  # our own validators name the field and value themselves
     shown = repr(value)
     if len(shown) > 120:
         shown = shown[:117] + "..."
+    allowed = _allowed_range(loc) if kind in _BOUND_ERRORS else None
+    if allowed:
+        return f"{loc}={shown} is out of range; {allowed}"
+    if kind == "string_pattern_mismatch" and loc.endswith("function.name"):
+        return f"{loc}={shown}: a tool name is 1-64 characters of letters, digits, '_' and '-'"
     return f"{loc}={shown}: {message}"
 
 

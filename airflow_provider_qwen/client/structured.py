@@ -66,6 +66,18 @@ class ToolSpec:
         """The ``tool_choice`` that forces a call of this tool."""
         return {"type": "function", "function": {"name": self.name}}
 
+    def forced_request_params(self, *, user_params: Mapping[str, Any]) -> dict[str, Any]:
+        """The request parameters that force one call of this tool; ``normalize_tool_schemas`` is
+        added for a recursive schema unless the user set it in ``user_params``."""
+        params: dict[str, Any] = {
+            "tools": [self.to_tool()],
+            "tool_choice": self.forced_choice(),
+            "parallel_tool_calls": False,
+        }
+        if self.needs_gateway_normalization and "normalize_tool_schemas" not in user_params:
+            params["normalize_tool_schemas"] = True
+        return params
+
     def check_arguments(self, arguments: str) -> Any:
         """Parse and validate a call's ``arguments`` string: the JSON-safe value, or StructuredOutputError."""
         data = parse_arguments(arguments)
@@ -394,6 +406,64 @@ def repair_messages(
         for c in calls
     }
     return _calls_turn(calls, answers)
+
+
+class RepairLoop:
+    """The forced-call repair loop, shared by the operator (sync) and the batch (async).
+
+    Send ``messages``, pass the answer to ``accept``; repeat while it returns False::
+
+        loop = RepairLoop(spec, messages, max_repairs=2)
+        while not loop.accept(send(build(loop.messages))):
+            pass
+        loop.value
+
+    ``on_repair(errors, turn)`` is called before each repair turn is appended; after the last turn
+    ``give_up(errors)`` builds the exception raised (default: a StructuredOutputError listing them).
+    """
+
+    def __init__(
+        self,
+        spec: ToolSpec,
+        messages: Sequence[dict[str, Any]],
+        *,
+        max_repairs: int,
+        on_repair: Callable[[list[str], int], None] | None = None,
+        give_up: Callable[[list[str]], BaseException] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.messages: list[dict[str, Any]] = list(messages)
+        self.max_repairs = max_repairs
+        self.on_repair = on_repair
+        self.give_up = give_up
+        self.turn = 0
+        self.value: Any = None
+        self.errors: list[str] = []
+
+    def accept(self, completion: ChatCompletion) -> bool:
+        """True when the answer holds a valid call (``value`` is set); False when a repair turn was
+        appended to ``messages``; raises after the last turn."""
+        try:
+            self.value = structured_value(completion, self.spec)
+            return True
+        except StructuredOutputError as exc:
+            self.errors = exc.errors
+        if self.turn >= self.max_repairs:
+            raise self._gave_up()
+        if self.on_repair is not None:
+            self.on_repair(self.errors, self.turn)
+        self.messages = [*self.messages, *repair_messages(completion, self.errors, tool_name=self.spec.name)]
+        self.turn += 1
+        return False
+
+    def _gave_up(self) -> BaseException:
+        if self.give_up is not None:
+            return self.give_up(self.errors)
+        return StructuredOutputError(
+            f"the arguments for {self.spec.name} were still invalid after {self.max_repairs} repair "
+            f"turn(s): " + "; ".join(self.errors),
+            errors=self.errors,
+        )
 
 
 def repair_calls_messages(

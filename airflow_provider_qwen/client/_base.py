@@ -1,0 +1,260 @@
+"""What QwenClient and AsyncQwenClient share: configuration, request encoding, answer parsing, errors.
+
+Nothing here waits on the network, so the sync and async clients stay thin loops around it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import httpx
+import pydantic_core
+from pydantic import ValidationError
+
+from airflow_provider_qwen import DEFAULT_BASE_URL, DEFAULT_MODEL
+from airflow_provider_qwen import __version__ as _version
+from airflow_provider_qwen.client.cost import (
+    Cost,
+    Price,
+    PriceTable,
+    cost_from_headers,
+    cost_from_meta,
+    default_prices,
+)
+from airflow_provider_qwen.client.errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    InvalidRequestError,
+    InvalidResponseError,
+    QwenError,
+    error_for_status,
+)
+from airflow_provider_qwen.client.models import ChatCompletion
+from airflow_provider_qwen.client.request import ChatRequest, StreamOptions, build_request
+from airflow_provider_qwen.client.retry import RetryPolicy, server_delay
+
+log = logging.getLogger("airflow_provider_qwen.client")
+
+CONNECT_TIMEOUT = 5.0
+CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+USER_AGENT = f"airflow-provider-qwen/{_version}"
+_PER_MILLION = Decimal(1_000_000)
+
+
+def new_client_request_id() -> str:
+    """A fresh ``X-Client-Request-Id``: ``qwen-`` and 32 hex digits."""
+    return "qwen-" + os.urandom(16).hex()
+
+
+class BaseClient:
+    """Configuration and everything that does not wait on the network, shared by both clients."""
+
+    def __init__(
+        self,
+        api_key: str | None,
+        *,
+        base_url: str,
+        model: str,
+        timeout: float,
+        connect_timeout: float,
+        max_retries: int,
+        prices: PriceTable | None,
+        default_headers: Mapping[str, str] | None,
+        retry: RetryPolicy | None,
+    ) -> None:
+        if api_key is not None and not isinstance(api_key, str):
+            raise TypeError(f"api_key must be a string or None, not {type(api_key).__name__}")
+        base_url = str(base_url or DEFAULT_BASE_URL).rstrip("/")
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url={base_url!r} must start with http:// or https://")
+        self.base_url = base_url
+        self.model = model or DEFAULT_MODEL
+        self.retry = replace(retry or RetryPolicy(), max_retries=max_retries)
+        self.prices = prices if prices is not None else default_prices()
+        self._secret = api_key or None
+        self._timeout = httpx.Timeout(timeout, connect=connect_timeout)
+        self._chat_url = f"{base_url}/chat/completions"
+        url = httpx.URL(base_url)
+        self._billing_url = f"{url.scheme}://{url.netloc.decode('ascii')}/v2/billing"
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT, **(default_headers or {})}
+        if self._secret:
+            headers["Authorization"] = f"Bearer {self._secret}"
+        self._base_headers: dict[str, str] = {**headers, "Content-Type": "application/json"}
+        self._sse = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+        self._send_headers(own_client=False)
+
+    def _send_headers(self, *, own_client: bool) -> None:
+        """Headers to send per request: on a client we created, ``_base_headers`` are its defaults."""
+        self._headers = {} if own_client else dict(self._base_headers)
+        self._sse_headers = {**self._headers, **self._sse}
+
+    @property
+    def max_retries(self) -> int:
+        return self.retry.max_retries
+
+    def __repr__(self) -> str:
+        name = type(self).__name__
+        return f"{name}(base_url={self.base_url!r}, model={self.model!r}, max_retries={self.max_retries})"
+
+    # -- requests -------------------------------------------------------------------------
+
+    def _build(
+        self, messages: str | Sequence[Mapping[str, Any]], model: str | None, params: Any
+    ) -> ChatRequest:
+        return build_request(messages, model=model or self.model, **params)
+
+    def _stream_request(
+        self, request: ChatRequest | str | Sequence[Mapping[str, Any]], model: str | None, params: Any
+    ) -> ChatRequest:
+        """The request to stream; asks for the usage chunk unless ``stream_options`` says otherwise."""
+        if isinstance(request, ChatRequest):
+            if model or params:
+                raise InvalidRequestError("stream(request, ...): pass parameters to build_request, not here")
+            if request.stream:
+                return request
+            update: dict[str, Any] = {"stream": True}
+            if request.stream_options is None:
+                update["stream_options"] = StreamOptions(include_usage=True)
+            return request.model_copy(update=update)
+        params = {"stream": True, **params}
+        if params.get("stream") is not True:
+            raise InvalidRequestError(f"stream={params['stream']!r}: stream() always streams")
+        params.setdefault("stream_options", {"include_usage": True})
+        return self._build(request, model, params)
+
+    def _prepare(
+        self, request: ChatRequest, client_request_id: str | None
+    ) -> tuple[bytes, dict[str, str], str]:
+        if not isinstance(request, ChatRequest):
+            raise TypeError(f"send() takes a ChatRequest (see build_request), not {type(request).__name__}")
+        rid = client_request_id or new_client_request_id()
+        if not CLIENT_REQUEST_ID.match(rid):
+            raise InvalidRequestError(
+                f"client_request_id={rid!r} is invalid: 1-128 characters of A-Z a-z 0-9 . _ : - "
+                "(the service silently drops any other value)"
+            )
+        if request.extra_body:
+            content = json.dumps(request.to_body(), ensure_ascii=False).encode()
+        else:
+            content = pydantic_core.to_json(request, exclude_none=True)
+        base = self._sse_headers if request.stream else self._headers
+        return content, {**base, "X-Client-Request-Id": rid}, rid
+
+    # -- answers --------------------------------------------------------------------------
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret and self._secret in text else text
+
+    def _finish(self, completion: ChatCompletion, headers: httpx.Headers, model: str) -> ChatCompletion:
+        meta = completion.meta
+        cost = (
+            (cost_from_meta(meta.usage) if meta is not None else None)
+            or cost_from_headers(headers)
+            or Cost.estimate(model, completion.usage, self.prices)
+        )
+        return completion.bind(requested_model=model, inference_id=headers.get("x-inference-id"), cost=cost)
+
+    def _completion(self, response: httpx.Response, model: str, rid: str) -> ChatCompletion:
+        content = response.content
+        try:
+            completion = ChatCompletion.model_validate_json(content)
+        except ValidationError:
+            completion = None
+        if completion is None or not completion.choices:
+            raise self._invalid(response, rid, "the answer is not a chat completion", content)
+        return self._finish(completion, response.headers, model)
+
+    def _invalid(self, response: httpx.Response, rid: str, what: str, content: bytes) -> InvalidResponseError:
+        text = content[:300].decode("utf-8", "replace")
+        error = InvalidResponseError(
+            self._redact(f"{what}: {text!r}"),
+            status_code=response.status_code,
+            inference_id=response.headers.get("x-inference-id"),
+            client_request_id=rid,
+        )
+        error.cost = cost_from_headers(response.headers)  # it was paid
+        return error
+
+    def _status_error(self, response: httpx.Response, rid: str) -> APIStatusError:
+        return error_for_status(
+            response.status_code,
+            response.content,
+            reason=response.reason_phrase,
+            inference_id=response.headers.get("x-inference-id"),
+            client_request_id=rid,
+            retry_after=server_delay(response.headers),
+            redact=self._secret,
+        )
+
+    def _transport_error(self, exc: httpx.TransportError, url: str, rid: str) -> QwenError:
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if isinstance(exc, httpx.TimeoutException):
+            return APITimeoutError(
+                self._redact(f"no answer from {url} in time ({detail})"), client_request_id=rid
+            )
+        return APIConnectionError(self._redact(f"could not reach {url} ({detail})"), client_request_id=rid)
+
+    def _json(self, response: httpx.Response, rid: str) -> Any:
+        try:
+            return json.loads(response.content)
+        except ValueError:
+            raise self._invalid(response, rid, "the answer is not JSON", response.content) from None
+
+    def _balance(self, response: httpx.Response, rid: str) -> dict[str, Any]:
+        data = self._json(response, rid)
+        if not isinstance(data, dict) or "current_balance" not in data:
+            raise self._invalid(response, rid, "the billing answer has no current_balance", response.content)
+        return data
+
+    def _models(self, response: httpx.Response, rid: str) -> list[dict[str, Any]]:
+        data = self._json(response, rid)
+        entries = data.get("data") if isinstance(data, dict) else data
+        if not isinstance(entries, list):
+            raise self._invalid(response, rid, "the models answer has no model list", response.content)
+        return [entry for entry in entries if isinstance(entry, dict)]
+
+    def _price_table(self, models: list[dict[str, Any]], response: httpx.Response, rid: str) -> PriceTable:
+        prices: dict[str, Price] = {}
+        for entry in models:
+            pricing = entry.get("pricing")
+            if not isinstance(pricing, dict) or not entry.get("id"):
+                continue
+            try:
+                rates = {kind: _per_million(pricing[kind]) for kind in ("input", "output") if kind in pricing}
+                if "cached_input" in pricing:
+                    rates["cached_input"] = _per_million(pricing["cached_input"])
+            except (KeyError, TypeError, ArithmeticError, InvalidOperation):
+                continue
+            if "input" in rates and "output" in rates:
+                prices[str(entry["id"])] = Price(rates["input"], rates["output"], rates.get("cached_input"))
+        if not prices:
+            raise self._invalid(
+                response, rid, "the models answer carries no usable pricing", response.content
+            )
+        return PriceTable(prices)
+
+    def _log_retry(self, rid: str, error: QwenError, retries_taken: int, delay: float) -> None:
+        log.info(
+            "Qwen request %s failed (%s); retry %d of %d in %.2f s",
+            rid,
+            error,
+            retries_taken + 1,
+            self.retry.max_retries,
+            delay,
+        )
+
+
+def _per_million(rate: Any) -> Decimal:
+    """``{"price": p, "per": n}`` (USD per n tokens) -> USD per 1M tokens."""
+    per = Decimal(str(rate.get("per", 1_000_000)))
+    if per <= 0:
+        raise ArithmeticError("per must be positive")
+    return Decimal(str(rate["price"])) * _PER_MILLION / per

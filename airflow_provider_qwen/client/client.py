@@ -1,0 +1,355 @@
+"""QwenClient and AsyncQwenClient: the AI/ML API chat-completions endpoint over httpx.
+
+One logical call = one ``X-Client-Request-Id`` sent on each of its tries; failed tries are
+retried per ``retry.RetryPolicy``; answers are parsed leniently into ``ChatCompletion`` and bound
+to the requested model, the ``x-inference-id`` and the cost (reported, else estimated).
+Errors are the ``errors`` tree and never carry the API key. No Airflow import here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from airflow_provider_qwen import DEFAULT_BASE_URL, DEFAULT_MAX_RETRIES, DEFAULT_MODEL, DEFAULT_TIMEOUT
+from airflow_provider_qwen.client._base import CONNECT_TIMEOUT, BaseClient, new_client_request_id
+from airflow_provider_qwen.client.cost import PriceTable
+from airflow_provider_qwen.client.errors import QwenError
+from airflow_provider_qwen.client.models import ChatCompletion
+from airflow_provider_qwen.client.request import ChatRequest
+from airflow_provider_qwen.client.retry import RetryPolicy
+from airflow_provider_qwen.client.streaming import AsyncChatStream, ChatStream
+
+__all__ = ["AsyncChatStream", "AsyncQwenClient", "ChatStream", "QwenClient"]
+
+# httpcore's pool does work quadratic in its connections on every request; several small pools
+# used in turn keep a 50-way batch at 0.7 ms of CPU per request instead of 3.5 ms (measured).
+CONNECTIONS_PER_POOL = 20
+
+
+class QwenClient(BaseClient):
+    """Synchronous client of the AI/ML API chat-completions endpoint (thread-safe, keeps connections)."""
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        model: str = DEFAULT_MODEL,
+        timeout: float = DEFAULT_TIMEOUT,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        prices: PriceTable | None = None,
+        http_client: httpx.Client | None = None,
+        default_headers: Mapping[str, str] | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(
+            api_key,
+            base_url=base_url,
+            model=model,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            max_retries=max_retries,
+            prices=prices,
+            default_headers=default_headers,
+            retry=retry,
+        )
+        self._owns_http = http_client is None
+        if http_client is None:
+            http_client = httpx.Client(timeout=self._timeout, headers=self._base_headers)
+            self._send_headers(own_client=True)
+        self._http = http_client
+
+    def chat(
+        self, messages: str | Sequence[Mapping[str, Any]], *, model: str | None = None, **params: Any
+    ) -> ChatCompletion:
+        """Validate the parameters, send one chat request, return the completion."""
+        return self.send(self._build(messages, model, params))
+
+    def send(self, request: ChatRequest, *, client_request_id: str | None = None) -> ChatCompletion:
+        """Send a validated request; a ``stream=True`` one is streamed and assembled."""
+        content, headers, rid = self._prepare(request, client_request_id)
+        if request.stream:
+            return self._open_stream(request, content, headers, rid).get_final_completion()
+        response = self._request("POST", self._chat_url, rid, content=content, headers=headers)
+        return self._completion(response, request.model, rid)
+
+    def stream(
+        self,
+        request: ChatRequest | str | Sequence[Mapping[str, Any]],
+        *,
+        model: str | None = None,
+        **params: Any,
+    ) -> ChatStream:
+        """Stream a completion: iterate the chunks, then read ``.completion``."""
+        request = self._stream_request(request, model, params)
+        content, headers, rid = self._prepare(request, None)
+        return self._open_stream(request, content, headers, rid)
+
+    def get_balance(self) -> dict[str, Any]:
+        """The account balance (``GET /v2/billing``): an authenticated call that costs nothing."""
+        rid = new_client_request_id()
+        headers = {**self._headers, "X-Client-Request-Id": rid}
+        return self._balance(self._request("GET", self._billing_url, rid, headers=headers), rid)
+
+    def list_models(self, *, include_pricing: bool = False) -> list[dict[str, Any]]:
+        """The models the service offers (``GET {base_url}/models``)."""
+        return self._list_models({"include": "pricing"} if include_pricing else None)[0]
+
+    def fetch_prices(self, model: str | None = None) -> PriceTable:
+        """The live price table (USD per 1M tokens) of every model, or of ``model``, that has pricing."""
+        params = {"include": "pricing", **({"id": model} if model else {})}
+        models, response, rid = self._list_models(params)
+        return self._price_table(models, response, rid)
+
+    def _list_models(self, params: dict[str, str] | None) -> tuple[list[dict[str, Any]], httpx.Response, str]:
+        rid = new_client_request_id()
+        headers = {**self._headers, "X-Client-Request-Id": rid}
+        response = self._request("GET", f"{self.base_url}/models", rid, headers=headers, params=params)
+        return self._models(response, rid), response, rid
+
+    def _open_stream(
+        self, request: ChatRequest, content: bytes, headers: dict[str, str], rid: str
+    ) -> ChatStream:
+        @contextmanager
+        def opener() -> Iterator[httpx.Response]:
+            response = self._request(
+                "POST", self._chat_url, rid, content=content, headers=headers, stream=True
+            )
+            try:
+                yield response
+            finally:
+                response.close()
+
+        return ChatStream(
+            opener,
+            lambda completion, h: self._finish(completion, h, request.model),
+            client_request_id=rid,
+            redact=self._redact,
+        )
+
+    def _request(
+        self, method: str, url: str, rid: str, *, stream: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        """One logical call: tries until a 2xx answer, a final error, or retries run out."""
+        retries_taken = 0
+        while True:
+            try:
+                request = self._http.build_request(method, url, timeout=self._timeout, **kwargs)
+                response = self._http.send(request, stream=stream)
+                if response.is_success:
+                    return response
+                if stream:
+                    try:
+                        response.read()
+                    finally:
+                        response.close()
+            except httpx.TransportError as exc:
+                error: QwenError = self._transport_error(exc, url, rid)
+                delay = self.retry.next_delay(retries_taken)
+                cause: BaseException | None = exc
+            else:
+                error = self._status_error(response, rid)
+                delay = self.retry.next_delay(
+                    retries_taken, status_code=response.status_code, headers=response.headers
+                )
+                cause = None
+            if delay is None:
+                raise error from cause
+            self._log_retry(rid, error, retries_taken, delay)
+            self.retry.sleep(delay)
+            retries_taken += 1
+
+    def close(self) -> None:
+        """Close the connection pool (only if this client created it)."""
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> QwenClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class AsyncQwenClient(BaseClient):
+    """Asynchronous client: the same calls as QwenClient, awaited; bounded by ``max_connections``."""
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        model: str = DEFAULT_MODEL,
+        timeout: float = DEFAULT_TIMEOUT,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        prices: PriceTable | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        default_headers: Mapping[str, str] | None = None,
+        max_connections: int = 100,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(
+            api_key,
+            base_url=base_url,
+            model=model,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            max_retries=max_retries,
+            prices=prices,
+            default_headers=default_headers,
+            retry=retry,
+        )
+        self._owns_http = http_client is None
+        if http_client is None:
+            pools = _shard_pools(max_connections, timeout=self._timeout, headers=self._base_headers)
+            self._send_headers(own_client=True)
+        else:
+            pools = [http_client]
+        self._pools = pools
+        self._next_pool = itertools.cycle(pools)
+
+    async def chat(
+        self, messages: str | Sequence[Mapping[str, Any]], *, model: str | None = None, **params: Any
+    ) -> ChatCompletion:
+        """Validate the parameters, send one chat request, return the completion."""
+        return await self.send(self._build(messages, model, params))
+
+    async def send(self, request: ChatRequest, *, client_request_id: str | None = None) -> ChatCompletion:
+        """Send a validated request; a ``stream=True`` one is streamed and assembled."""
+        content, headers, rid = self._prepare(request, client_request_id)
+        if request.stream:
+            return await self._open_stream(request, content, headers, rid).get_final_completion()
+        response = await self._request("POST", self._chat_url, rid, content=content, headers=headers)
+        return self._completion(response, request.model, rid)
+
+    def stream(
+        self,
+        request: ChatRequest | str | Sequence[Mapping[str, Any]],
+        *,
+        model: str | None = None,
+        **params: Any,
+    ) -> AsyncChatStream:
+        """Stream a completion: ``async for`` the chunks, then read ``.completion``."""
+        request = self._stream_request(request, model, params)
+        content, headers, rid = self._prepare(request, None)
+        return self._open_stream(request, content, headers, rid)
+
+    async def get_balance(self) -> dict[str, Any]:
+        """The account balance (``GET /v2/billing``): an authenticated call that costs nothing."""
+        rid = new_client_request_id()
+        headers = {**self._headers, "X-Client-Request-Id": rid}
+        return self._balance(await self._request("GET", self._billing_url, rid, headers=headers), rid)
+
+    async def list_models(self, *, include_pricing: bool = False) -> list[dict[str, Any]]:
+        """The models the service offers (``GET {base_url}/models``)."""
+        return (await self._list_models({"include": "pricing"} if include_pricing else None))[0]
+
+    async def fetch_prices(self, model: str | None = None) -> PriceTable:
+        """The live price table (USD per 1M tokens) of every model, or of ``model``, that has pricing."""
+        params = {"include": "pricing", **({"id": model} if model else {})}
+        models, response, rid = await self._list_models(params)
+        return self._price_table(models, response, rid)
+
+    async def _list_models(
+        self, params: dict[str, str] | None
+    ) -> tuple[list[dict[str, Any]], httpx.Response, str]:
+        rid = new_client_request_id()
+        headers = {**self._headers, "X-Client-Request-Id": rid}
+        response = await self._request("GET", f"{self.base_url}/models", rid, headers=headers, params=params)
+        return self._models(response, rid), response, rid
+
+    def _open_stream(
+        self, request: ChatRequest, content: bytes, headers: dict[str, str], rid: str
+    ) -> AsyncChatStream:
+        @asynccontextmanager
+        async def opener() -> AsyncIterator[httpx.Response]:
+            response = await self._request(
+                "POST", self._chat_url, rid, content=content, headers=headers, stream=True
+            )
+            try:
+                yield response
+            finally:
+                await response.aclose()
+
+        return AsyncChatStream(
+            opener,
+            lambda completion, h: self._finish(completion, h, request.model),
+            client_request_id=rid,
+            redact=self._redact,
+        )
+
+    async def _request(
+        self, method: str, url: str, rid: str, *, stream: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        """One logical call: tries until a 2xx answer, a final error, or retries run out."""
+        retries_taken = 0
+        http = next(self._next_pool)
+        while True:
+            try:
+                request = http.build_request(method, url, timeout=self._timeout, **kwargs)
+                response = await http.send(request, stream=stream)
+                if response.is_success:
+                    return response
+                if stream:
+                    try:
+                        await response.aread()
+                    finally:
+                        await response.aclose()
+            except httpx.TransportError as exc:
+                error: QwenError = self._transport_error(exc, url, rid)
+                delay = self.retry.next_delay(retries_taken)
+                cause: BaseException | None = exc
+            else:
+                error = self._status_error(response, rid)
+                delay = self.retry.next_delay(
+                    retries_taken, status_code=response.status_code, headers=response.headers
+                )
+                cause = None
+            if delay is None:
+                raise error from cause
+            self._log_retry(rid, error, retries_taken, delay)
+            await self.retry.async_sleep(delay)
+            retries_taken += 1
+
+    async def aclose(self) -> None:
+        """Close the connection pools (only if this client created them)."""
+        if self._owns_http:
+            for pool in self._pools:
+                await pool.aclose()
+
+    async def __aenter__(self) -> AsyncQwenClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+def _shard_pools(
+    max_connections: int, *, timeout: httpx.Timeout, headers: Mapping[str, str]
+) -> list[httpx.AsyncClient]:
+    """``max_connections`` split over pools of at most ``CONNECTIONS_PER_POOL``, used round-robin."""
+    if max_connections < 1:
+        raise ValueError(f"max_connections={max_connections} must be >= 1")
+    count = math.ceil(max_connections / CONNECTIONS_PER_POOL)
+    sizes = [max_connections // count + (1 if i < max_connections % count else 0) for i in range(count)]
+    return [
+        httpx.AsyncClient(
+            timeout=timeout,
+            headers=headers,
+            limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
+        )
+        for n in sizes
+    ]
