@@ -43,7 +43,7 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     "relabeling": {"password": "API key", "host": "Base URL"},
     "placeholders": {
         "host": DEFAULT_BASE_URL,
-        "password": "AI/ML API key (leave empty to use a local emulator)",
+        "password": "Your AI/ML API key (aimlapi.com)",
     },
 }
 
@@ -66,6 +66,27 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "hooks": [{"integration-name": "Qwen", "python-modules": ["airflow_provider_qwen.hooks.qwen"]}],
         "operators": [{"integration-name": "Qwen", "python-modules": ["airflow_provider_qwen.operators"]}],
+        "config": {
+            "qwen": {
+                "description": "Where Qwen tasks keep batch checkpoints, large outputs, cost journals.",
+                "options": {
+                    "storage_base": {
+                        "description": "ObjectStoragePath URL all workers share (default: a local folder).",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "s3://my-bucket/qwen",
+                        "default": None,
+                    },
+                    "storage_conn_id": {
+                        "description": "Connection used to reach storage_base (e.g. an aws connection).",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "aws_default",
+                        "default": None,
+                    },
+                },
+            }
+        },
         "integrations": [
             {
                 "integration-name": "Qwen",

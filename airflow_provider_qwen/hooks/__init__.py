@@ -1,0 +1,1 @@
+"""Airflow hooks of the Qwen provider (import ``airflow_provider_qwen.hooks.qwen.QwenHook``)."""
