@@ -1,0 +1,308 @@
+"""What the emulated model answers: deterministic text, reasoning, tool calls, usage and cost.
+
+- Text: an extractive summary of the last user message (its first sentences), or of the tool
+  results when the last message is a tool answer. ``stop`` sequences cut it; the token budget
+  (``max_completion_tokens``, else ``max_tokens``) cuts it with ``finish_reason: "length"``.
+- Reasoning: present when asked for (``reasoning_effort``, or ``reasoning`` without
+  ``exclude: true``) and absent otherwise. The real qwen3.7-max also reasons unasked (the published
+  example carries ``reasoning_content``); the emulator keeps unrequested answers short and cheap, and
+  a test that wants reasoning asks for it. ``reasoning.exclude`` bills the reasoning but hides it.
+  Reasoning counts against the budget first, as on the service.
+- Tool calls: ``tool_choice`` naming a function calls it; ``"required"`` calls the first tool, or every
+  tool when ``parallel_tool_calls`` is true; ``"auto"`` (the default with tools) calls the first tool
+  unless the last message is a tool result, when it answers in text. Arguments come from the tool's
+  parameters schema and validate against it (see ``values.py``).
+- Tokens: about one per 4 characters (at least 1 for any text); ``completion_tokens`` includes
+  reasoning. Cost: exact Decimal from a price table (USD per 1M tokens, reasoning billed as output);
+  credits are rounded up to an integer and ``usd = credits / 2,000,000``, as the service reports.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from airflow_provider_qwen.client.cost import CREDITS_PER_USD, PriceTable, credits_from_usd
+from airflow_provider_qwen.testing.values import (
+    UnsupportedSchema,
+    broken_json,
+    invalid_arguments,
+    tool_arguments,
+)
+
+CHARS_PER_TOKEN = 4
+MESSAGE_OVERHEAD_TOKENS = 4
+SUMMARY_SENTENCES = 3
+SUMMARY_CHARS = 480
+REASONING_LINES = {"low": 2, "medium": 4, "high": 7}
+
+
+def count_tokens(text: str) -> int:
+    """Tokens of ``text``: one per 4 characters, at least 1 for non-empty text."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN) if text else 0
+
+
+def text_of(content: Any) -> str:
+    """The text of a message ``content`` (a string or a list of text parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
+    return ""
+
+
+def prompt_tokens(body: Mapping[str, Any]) -> int:
+    """Prompt tokens: message texts and tool calls, a few per message, and the tool definitions."""
+    total = 3
+    for message in body.get("messages") or []:
+        if not isinstance(message, Mapping):
+            continue
+        total += MESSAGE_OVERHEAD_TOKENS + count_tokens(text_of(message.get("content")))
+        for call in message.get("tool_calls") or []:
+            total += count_tokens(json.dumps(call, separators=(",", ":")))
+    if body.get("tools"):
+        total += count_tokens(json.dumps(body["tools"], separators=(",", ":")))
+    return max(total, 1)
+
+
+def sentences(text: str) -> list[str]:
+    parts = re.split(r"(?<=[.!?])\s+|\n+", text)
+    return [" ".join(p.split()) for p in parts if p.strip()]
+
+
+def summarize(text: str, *, max_sentences: int = SUMMARY_SENTENCES, max_chars: int = SUMMARY_CHARS) -> str:
+    """The first sentences of ``text``, at most ``max_chars`` characters (cut on a word)."""
+    chosen: list[str] = []
+    for sentence in sentences(text)[:max_sentences]:
+        if chosen and len(" ".join([*chosen, sentence])) > max_chars:
+            break
+        chosen.append(sentence)
+    summary = " ".join(chosen)
+    if len(summary) > max_chars:
+        summary = summary[:max_chars].rsplit(" ", 1)[0] or summary[:max_chars]
+    return summary or "I have nothing to summarise: the message is empty."
+
+
+def last_message(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    messages = [m for m in body.get("messages") or [] if isinstance(m, Mapping)]
+    return messages[-1] if messages else {}
+
+
+def last_user_text(body: Mapping[str, Any]) -> str:
+    for message in reversed([m for m in body.get("messages") or [] if isinstance(m, Mapping)]):
+        if message.get("role") == "user":
+            return text_of(message.get("content"))
+    return ""
+
+
+def reasoning_effort(body: Mapping[str, Any]) -> tuple[str | None, int | None, bool]:
+    """(effort, reasoning token cap, excluded) when reasoning is asked for, else (None, None, False)."""
+    reasoning = body.get("reasoning")
+    if isinstance(reasoning, Mapping):
+        effort = reasoning.get("effort") or body.get("reasoning_effort") or "medium"
+        return str(effort), reasoning.get("max_tokens"), bool(reasoning.get("exclude"))
+    if body.get("reasoning_effort"):
+        return str(body["reasoning_effort"]), None, False
+    return None, None, False
+
+
+def reasoning_text(question: str, effort: str) -> str:
+    """Deterministic thinking about ``question``; longer for a higher effort."""
+    found = sentences(question) or ["(an empty message)"]
+    words = len(question.split())
+    lines = [
+        f'The user wrote {words} words. The request starts with: "{found[0][:200]}"',
+        "A faithful answer keeps the user's own key sentences, in order, and adds nothing.",
+    ]
+    for index, sentence in enumerate((found * REASONING_LINES["high"])[: REASONING_LINES.get(effort, 4) - 2]):
+        lines.append(f"Point {index + 1} to keep: {sentence[:160]}")
+    lines.append("Answer: the first sentences of the message, as a short summary.")
+    return "\n".join(lines)
+
+
+@dataclass
+class ToolCallOut:
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass
+class Answer:
+    """One generated answer, before it is shaped into a response or a stream."""
+
+    content: str
+    reasoning: str | None
+    reasoning_tokens: int
+    tool_calls: list[ToolCallOut] = field(default_factory=list)
+    finish_reason: str = "stop"
+    prompt_tokens: int = 0
+
+    @property
+    def completion_tokens(self) -> int:
+        calls = sum(count_tokens(c.arguments) for c in self.tool_calls)
+        return self.reasoning_tokens + count_tokens(self.content) + calls
+
+    def usage(self) -> dict[str, Any]:
+        completion = self.completion_tokens
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": self.prompt_tokens + completion,
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+        }
+
+
+def _cut(text: str, tokens: int) -> str:
+    return text[: max(tokens, 0) * CHARS_PER_TOKEN]
+
+
+def _chosen_tools(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    tools = [
+        t["function"]
+        for t in body.get("tools") or []
+        if isinstance(t, Mapping) and t.get("type") == "function" and isinstance(t.get("function"), Mapping)
+    ]
+    choice = body.get("tool_choice", "auto")
+    if not tools or choice == "none":
+        return []
+    if isinstance(choice, Mapping):
+        if choice.get("type") == "allowed_tools":
+            allowed = choice.get("allowed_tools") or {}
+            names = [(t.get("function") or {}).get("name") for t in allowed.get("tools") or []]
+            tools = [t for t in tools if t.get("name") in names] or tools
+            choice = allowed.get("mode", "auto")
+        else:
+            name = (choice.get("function") or {}).get("name")
+            return [t for t in tools if t.get("name") == name][:1]
+    if choice == "required":
+        return tools if body.get("parallel_tool_calls") is True else tools[:1]
+    if last_message(body).get("role") == "tool":
+        return []  # "auto" after tool results: answer them in text
+    return tools[:1]
+
+
+def plan_answer(body: Mapping[str, Any], *, fault_kind: str | None = None) -> Answer:
+    """The answer to a valid request; ``fault_kind`` shapes it (length, bad or invalid arguments)."""
+    question = last_user_text(body)
+    budget = body.get("max_completion_tokens") or body.get("max_tokens")
+    budget = int(budget) if budget else None
+    effort, reasoning_cap, excluded = reasoning_effort(body)
+    reasoning = reasoning_text(question, effort) if effort else ""
+    if reasoning_cap:
+        reasoning = _cut(reasoning, int(reasoning_cap))
+    length = fault_kind == "length"
+    if budget is not None and count_tokens(reasoning) >= budget:
+        reasoning, budget, length = _cut(reasoning, budget), 0, True
+    elif budget is not None:
+        budget -= count_tokens(reasoning)
+    answer = Answer(
+        content="",
+        reasoning=None if not effort or excluded else reasoning,
+        reasoning_tokens=count_tokens(reasoning),
+        prompt_tokens=prompt_tokens(body),
+    )
+    tools = _chosen_tools(body)
+    if tools:
+        for tool in tools:
+            parameters = tool.get("parameters")
+            generate = invalid_arguments if fault_kind == "schema_invalid_args" else tool_arguments
+            try:
+                arguments = generate(parameters, question)
+            except UnsupportedSchema as exc:
+                raise UnsupportedSchema(f"tools[{tool['name']}].function.parameters: {exc}") from None
+            if fault_kind == "bad_json_args":
+                arguments = broken_json(arguments)
+            answer.tool_calls.append(
+                ToolCallOut(f"call_{uuid.uuid4().hex[:24]}", str(tool["name"]), arguments)
+            )
+        answer.finish_reason = "tool_calls"
+        if length or (budget is not None and answer.completion_tokens - answer.reasoning_tokens > budget):
+            _truncate_calls(answer.tool_calls, budget, halve=length)
+            answer.finish_reason = "length"
+        return answer
+    last = last_message(body)
+    if last.get("role") == "tool":
+        results = " ".join(text_of(m.get("content")) for m in _trailing_tool_messages(body))
+        content = "Based on the tool results: " + summarize(results)
+    else:
+        content = summarize(question)
+    content = _apply_stop(content, body.get("stop"))
+    if length:
+        content = content[: max(len(content) // 2, 1)]
+    if budget is not None and count_tokens(content) > budget:
+        content, length = _cut(content, budget), True
+    answer.content = content
+    answer.finish_reason = "length" if length else "stop"
+    return answer
+
+
+def _truncate_calls(calls: list[ToolCallOut], budget: int | None, *, halve: bool) -> None:
+    """Cut arguments to half (a length fault) and to ``budget`` tokens, leaving broken JSON."""
+    for call in calls:
+        if halve:
+            call.arguments = call.arguments[: max(len(call.arguments) // 2, 1)]
+    if budget is None:
+        return
+    for call in calls:
+        tokens = count_tokens(call.arguments)
+        if tokens > budget:
+            call.arguments = _cut(call.arguments, budget)
+        budget = max(budget - tokens, 0)
+
+
+def _trailing_tool_messages(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    out: list[Mapping[str, Any]] = []
+    for message in reversed([m for m in body.get("messages") or [] if isinstance(m, Mapping)]):
+        if message.get("role") != "tool":
+            break
+        out.insert(0, message)
+    return out
+
+
+def _apply_stop(text: str, stop: str | Sequence[str] | None) -> str:
+    """``text`` up to the first stop sequence (which is not included)."""
+    sequences = [stop] if isinstance(stop, str) else list(stop or [])
+    cuts = [text.find(s) for s in sequences if s and s in text]
+    return text[: min(cuts)] if cuts else text
+
+
+def logprobs(text: str, top: int) -> dict[str, Any]:
+    """A ``logprobs`` object for ``text``: one entry per 4-character token, ``top`` alternatives each."""
+    content = []
+    for start in range(0, len(text), CHARS_PER_TOKEN):
+        token = text[start : start + CHARS_PER_TOKEN]
+        chosen = -0.01 * (1 + (start // CHARS_PER_TOKEN) % 7)
+        alternatives = [token, *(f"{token}{k}" for k in range(1, top))][:top]
+        content.append(
+            {
+                "token": token,
+                "logprob": chosen,
+                "bytes": list(token.encode()),
+                "top_logprobs": [
+                    {"token": alt, "logprob": chosen - 1.5 * k, "bytes": list(alt.encode())}
+                    for k, alt in enumerate(alternatives)
+                ],
+            }
+        )
+    return {"content": content, "refusal": []}
+
+
+def bill(model: str, answer: Answer, prices: PriceTable) -> tuple[int, Decimal]:
+    """(credits, usd) for an answer: exact Decimal price, credits rounded up, usd = credits / 2e6."""
+    price, _ = prices.price_for(model)
+    raw = price.usd(answer.prompt_tokens, answer.completion_tokens)
+    credits = credits_from_usd(raw)
+    return credits, Decimal(credits) / CREDITS_PER_USD
+
+
+def usd_text(usd: Decimal) -> str:
+    """A Decimal as plain digits (no exponent), as the cost header carries it."""
+    text = format(usd, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text

@@ -1,0 +1,158 @@
+"""The emulator's mutable state: settings, fault queue, request log and charges; safe across threads.
+
+The server's event loop writes it while the test thread reads it, so every access takes a lock and
+readers get snapshots.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from airflow_provider_qwen.client.cost import PriceTable
+from airflow_provider_qwen.testing.faults import Fault
+
+
+@dataclass
+class LoggedRequest:
+    """One request as the emulator received it.
+
+    ``headers`` have lower-case names and ``authorization`` redacted to ``Bearer ***``; ``body`` is
+    the parsed JSON (the raw text when it is not JSON, None when empty); ``time`` is epoch seconds;
+    ``status`` the answer's status (None for a dropped connection); ``client_request_id`` the valid
+    ``X-Client-Request-Id`` (an invalid one is dropped, as the service does); ``inference_id`` the
+    ``x-inference-id`` of the answer; ``fault`` the kinds of the faults it took, comma-separated.
+    """
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: Any
+    time: float
+    status: int | None = None
+    client_request_id: str | None = None
+    inference_id: str | None = None
+    fault: str | None = None
+
+    @property
+    def stream(self) -> bool:
+        return isinstance(self.body, Mapping) and bool(self.body.get("stream"))
+
+
+@dataclass(frozen=True)
+class Charge:
+    """One billed answer, exactly as reported to the client (``usd == credits / 2,000,000``).
+
+    ``model`` is the requested id; ``complete`` is False for an answer cut by a ``cut_stream``
+    fault (billed all the same: the generation had finished).
+    """
+
+    inference_id: str
+    model: str
+    credits: int
+    usd: Decimal
+    client_request_id: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int
+    stream: bool
+    complete: bool = True
+    time: float = field(default_factory=time.time)
+
+
+class EmulatorState:
+    """Settings, fault queue, request log and charges of one emulator; safe across threads."""
+
+    def __init__(
+        self,
+        *,
+        api_keys: Sequence[str],
+        latency: float,
+        prices: PriceTable,
+        max_concurrency: int | None,
+        balance_usd: Decimal,
+        strict: bool,
+    ) -> None:
+        if not api_keys:
+            raise ValueError("api_keys must name at least one accepted key")
+        self.api_keys = tuple(api_keys)
+        self.prices = prices
+        self.strict = strict
+        self._defaults = (latency, max_concurrency, balance_usd)
+        self.latency, self.max_concurrency, self.balance_usd = self._defaults
+        self._lock = threading.Lock()
+        self._requests: list[LoggedRequest] = []
+        self._charges: list[Charge] = []
+        self._faults: deque[Fault] = deque()
+        self._spent = Decimal(0)
+        self.in_flight = 0
+        self.peak_in_flight = 0
+
+    def reset(self) -> None:
+        with self._lock:
+            self._requests.clear()
+            self._charges.clear()
+            self._faults.clear()
+            self._spent = Decimal(0)
+            self.latency, self.max_concurrency, self.balance_usd = self._defaults
+            self.peak_in_flight = self.in_flight
+
+    def add_faults(self, faults: Sequence[Fault]) -> None:
+        with self._lock:
+            self._faults.extend(faults)
+
+    def next_fault(self, *, chat: bool) -> Fault | None:
+        """The head of the queue: chat completions take any fault, other paths only ``scope="any"``."""
+        with self._lock:
+            if self._faults and (chat or self._faults[0].scope == "any"):
+                return self._faults.popleft()
+        return None
+
+    def pending_faults(self) -> list[Fault]:
+        with self._lock:
+            return list(self._faults)
+
+    def log(self, entry: LoggedRequest) -> None:
+        with self._lock:
+            self._requests.append(entry)
+
+    def charge(self, charge: Charge) -> None:
+        with self._lock:
+            self._charges.append(charge)
+            self._spent += charge.usd
+
+    @property
+    def requests(self) -> list[LoggedRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def charges(self) -> list[Charge]:
+        with self._lock:
+            return list(self._charges)
+
+    def balance(self) -> Decimal:
+        with self._lock:
+            return self.balance_usd - self._spent
+
+    def authorized(self, header: str | None) -> bool:
+        scheme, _, key = (header or "").partition(" ")
+        return scheme.lower() == "bearer" and key.strip() in self.api_keys
+
+    def knows(self, model: str) -> bool:
+        return self.prices.get(model) is not None or model.startswith("alibaba/qwen")
+
+    def enter(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+
+    def leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
