@@ -196,41 +196,46 @@ class QwenBaseOperator(BaseOperator):
                 self.log.exception("could not publish the Qwen cost record of this try")
 
     def finish_cost(self, context: Context, cost: TaskCost) -> None:
-        """Publish the try's cost: XCom (unless do_xcom_push=False) and the task log."""
-        record = cost.record(getattr(context["ti"], "try_number", None))
+        """Publish the try's cost: journal (for later tries), XCom, metrics and the task log."""
+        from airflow_provider_qwen.metrics import emit_cost_metrics
+        from airflow_provider_qwen.operators.cost import COST_XCOM_KEY
+
+        record = cost.finish()  # journals this try; the record covers every try so far
         if self.do_xcom_push:
-            cost.push(context)
+            context["ti"].xcom_push(key=COST_XCOM_KEY, value=record)
+        emit_cost_metrics(cost.by_model, dag_id=self.dag_id, task_id=self.task_id)
+        this_try = cost.try_record()
         self.log.info(
             "Qwen cost of this try: %s requests, %s tokens, %s USD%s",
-            record["requests"],
-            record["total_tokens"],
-            record["usd_spent"],
-            " (estimated)" if record["estimated"] else "",
+            this_try["requests"],
+            this_try["total_tokens"],
+            this_try["usd_spent"],
+            " (estimated)" if this_try["estimated"] else "",
         )
+        if len(record["tries"]) > 1:
+            self.log.info(
+                "Qwen cost of this task over %d tries: %s requests, %s USD",
+                len(record["tries"]),
+                record["requests"],
+                record["usd_spent"],
+            )
 
     def run(self, context: Context, cost: TaskCost) -> Any:
         raise NotImplementedError
 
     def send(self, request: ChatRequest, cost: TaskCost) -> ChatCompletion:
-        """One request through the hook: budget check before, charge recorded after (also on error)."""
-        cost.check(request)
-        try:
+        """One request through the hook: budget held before, charge recorded after (also on error)."""
+        with cost.spending(request):
             completion = self.hook.get_client().send(request)
-        except Exception as exc:
-            cost.add_from_error(exc)
-            raise
-        cost.add(completion)
+            cost.add(completion)
         return completion
 
     async def asend(self, request: ChatRequest, cost: TaskCost) -> ChatCompletion:
-        """``send`` for the async client (batch work)."""
-        cost.check(request)
-        try:
-            completion = await self.hook.get_async_client().send(request)
-        except Exception as exc:
-            cost.add_from_error(exc)
-            raise
-        cost.add(completion)
+        """``send`` for the async client (batch work); concurrent requests each hold their worst case."""
+        with cost.spending(request):
+            client = await self.hook.aget_async_client()
+            completion = await client.send(request)
+            cost.add(completion)
         return completion
 
     def check_finish(self, completion: ChatCompletion, *, fail_on_truncation: bool) -> None:

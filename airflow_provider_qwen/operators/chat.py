@@ -59,18 +59,14 @@ class QwenChatOperator(QwenBaseOperator):
         return completion.content
 
     def send_streaming(self, request: ChatRequest, cost: TaskCost) -> ChatCompletion:
-        """``send`` for a streamed request: budget check before, progress in the log, charge after."""
-        cost.check(request)
+        """``send`` for a streamed request: budget held before, progress in the log, charge after."""
         progress = StreamProgress(self.log)
-        try:
+        with cost.spending(request):
             stream = self.hook.get_client().stream(request)
             for chunk in stream:
                 progress.update(chunk)
             completion = stream.completion
-        except Exception as exc:
-            cost.add_from_error(exc)
-            raise
-        cost.add(completion)
+            cost.add(completion)
         progress.done(completion)
         return completion
 

@@ -1,24 +1,48 @@
 """The cost path every Qwen operator shares: budget check before a request, record after it.
 
-One ``TaskCost`` lives for one try of one task: it refuses a request whose worst case would
-pass ``max_cost_usd``, records every paid response exactly (also when the task then fails), and
-pushes the ``qwen_cost`` XCom record stamped with the try number.
+One ``TaskCost`` lives for one try of one task instance. Before each request it refuses one whose
+worst case would take the task (all its tries) past ``max_cost_usd`` or the DAG run (all its Qwen
+tasks) past ``dag_run_budget_usd``; after each response it records the charge exactly, also when
+the task then fails. At the end of the try it writes the try's record to a journal under the
+task folder (Airflow clears a task's XComs when a new try starts, the journal survives) and
+pushes the ``qwen_cost`` XCom: the task's figures over all its tries, with a ``tries`` breakdown.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
+
+from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_qwen.client.cost import CostLedger, PriceTable, estimate_prompt_tokens
 from airflow_provider_qwen.client.errors import BudgetExceededError, InvalidRequestError
 
 if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_provider_qwen.client.cost import Cost
     from airflow_provider_qwen.client.models import ChatCompletion
     from airflow_provider_qwen.client.request import ChatRequest
 
+log = logging.getLogger(__name__)
+
 COST_XCOM_KEY = "qwen_cost"
+JOURNAL_FOLDER = "cost"
+RUN_SPEND_TTL_S = 30.0  # how long the other tasks' spend, read through XCom, is trusted before a re-read
+COUNT_FIELDS = ("requests", "prompt_tokens", "completion_tokens", "reasoning_tokens", "total_tokens")
+USD_QUANTUM = Decimal("0.000001")
+
+
+class BudgetRefusedError(BudgetExceededError, AirflowFailException):
+    """A budget refused a request; the task fails without retries, since a retry would be refused too."""
 
 
 def parse_usd(field: str, value: Any) -> Decimal | None:
@@ -32,6 +56,49 @@ def parse_usd(field: str, value: Any) -> Decimal | None:
     if not amount.is_finite() or amount < 0:
         raise InvalidRequestError(f"{field}={value!r} must be a finite amount of USD >= 0")
     return amount
+
+
+def to_decimal(value: Any) -> Decimal:
+    """A record's ``usd_spent`` (a decimal string, or a number after some XCom decoders) as Decimal."""
+    try:
+        return Decimal(str(value)) if value is not None else Decimal(0)
+    except InvalidOperation:
+        return Decimal(0)
+
+
+def usd_text(amount: Decimal) -> str:
+    """An exact USD amount as plain decimal text ("0.0000005", never "5E-7")."""
+    return format(amount.normalize(), "f")
+
+
+def record_tries(record: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The per-try records inside a ``qwen_cost`` record (a record without ``tries`` is one try)."""
+    tries = record.get("tries")
+    if isinstance(tries, list) and tries:
+        return [t for t in tries if isinstance(t, Mapping)]
+    return [record]
+
+
+def records_usd(records: Iterable[Any]) -> Decimal:
+    """Exact USD sum of ``qwen_cost`` records, ignoring anything that is not a record."""
+    return sum((to_decimal(r.get("usd_spent")) for r in records if isinstance(r, Mapping)), Decimal(0))
+
+
+def combine_records(
+    tries: list[Mapping[str, Any]], *, model: str | None, try_number: int | None
+) -> dict[str, Any]:
+    """One ``qwen_cost`` record over several tries: exact sums, ``estimated`` if any try was."""
+    credits = sum(int(t.get("credits_used") or 0) for t in tries)
+    combined: dict[str, Any] = {"model": model or ",".join(sorted({str(t.get("model")) for t in tries}))}
+    combined.update({name: sum(int(t.get(name) or 0) for t in tries) for name in COUNT_FIELDS})
+    combined.update(
+        credits_used=credits,
+        usd_spent=usd_text(records_usd(tries)),
+        estimated=any(bool(t.get("estimated")) for t in tries),
+        try_number=try_number,
+        tries=[dict(t) for t in tries],
+    )
+    return combined
 
 
 def request_text(request: ChatRequest) -> str:
@@ -52,8 +119,88 @@ def worst_case_usd(request: ChatRequest, prices: PriceTable) -> Decimal:
     return price.usd(estimate_prompt_tokens(request_text(request)), int(output_cap))
 
 
+def qwen_task_ids(dag: Any) -> list[str]:
+    """Task ids of the DAG's Qwen operators (mapped ones too): the tasks a run budget adds up."""
+    from airflow_provider_qwen.operators.base import QwenBaseOperator
+
+    found = []
+    for task in getattr(dag, "tasks", []):
+        cls = getattr(task, "operator_class", None) or type(task)  # a MappedOperator names its class
+        if isinstance(cls, type) and issubclass(cls, QwenBaseOperator):
+            found.append(task.task_id)
+    return found
+
+
+def pull_cost_records(ti: Any, task_ids: Iterable[str], **where: Any) -> dict[str, list[Mapping[str, Any]]]:
+    """The ``qwen_cost`` records of tasks of the run, every map index, by task id (Task SDK, no DB)."""
+    found: dict[str, list[Mapping[str, Any]]] = {}
+    for task_id in task_ids:
+        # a list of task ids and no map_indexes: a list with the XCom of every map index of the task
+        values = ti.xcom_pull(task_ids=[task_id], key=COST_XCOM_KEY, **where) or []
+        found[task_id] = [v for v in values if isinstance(v, Mapping)]
+    return found
+
+
+class CostJournal:
+    """The per-try cost records of one task instance, as JSON files under its task folder."""
+
+    def __init__(self, folder: ObjectStoragePath | None) -> None:
+        self.folder = folder
+
+    @classmethod
+    def for_context(cls, context: Mapping[str, Any] | None) -> CostJournal:
+        """The journal of the task instance running in ``context``; disabled outside a real task run."""
+        ti = (context or {}).get("ti")
+        if not all(isinstance(getattr(ti, name, None), str) for name in ("dag_id", "run_id", "task_id")):
+            return cls(None)
+        try:
+            from airflow_provider_qwen.storage import task_folder
+
+            folder = task_folder(context) / JOURNAL_FOLDER
+            folder.mkdir(parents=True, exist_ok=True)
+        except Exception as exc:
+            log.warning("Qwen cost journal unavailable (%s): earlier tries will not be counted", exc)
+            return cls(None)
+        return cls(folder)
+
+    @property
+    def enabled(self) -> bool:
+        return self.folder is not None
+
+    def read(self) -> list[dict[str, Any]]:
+        """Every try recorded so far, in try order; unreadable files are skipped with a warning."""
+        if self.folder is None:
+            return []
+        records = []
+        try:
+            paths = [
+                p for p in self.folder.iterdir() if p.name.startswith("try-") and p.name.endswith(".json")
+            ]
+        except FileNotFoundError:
+            return []
+        except Exception as exc:  # storage down: count this try alone rather than fail the task
+            log.warning("Qwen cost journal unreadable (%s): earlier tries will not be counted", exc)
+            return []
+        for path in paths:
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                log.warning("skipping unreadable Qwen cost journal entry %s: %s", path, exc)
+                continue
+            if isinstance(record, dict) and isinstance(record.get("try_number"), int):
+                records.append(record)
+        return sorted(records, key=lambda r: r["try_number"])
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        """Store one try's record (``try-<n>.json``; a rewrite of the same try replaces it)."""
+        if self.folder is None or not isinstance(record.get("try_number"), int):
+            return
+        path = self.folder / f"try-{record['try_number']}.json"
+        path.write_text(json.dumps(dict(record), sort_keys=True))
+
+
 class TaskCost:
-    """Budget and ledger of one task try."""
+    """Budgets and ledger of one task try."""
 
     def __init__(
         self,
@@ -63,48 +210,167 @@ class TaskCost:
         dag_run_budget_usd: Decimal | None = None,
         model: str | None = None,
         context: Any = None,
+        journal: CostJournal | None = None,
     ) -> None:
         self.prices = prices
         self.max_cost_usd = max_cost_usd
-        self.dag_run_budget_usd = dag_run_budget_usd  # enforced by the run-budget work (issue 6)
+        self.dag_run_budget_usd = dag_run_budget_usd
         self.context = context
         self.model = model
         self.ledger = CostLedger()
+        self.by_model: dict[str, CostLedger] = {}
+        self.ti = context.get("ti") if isinstance(context, Mapping) else None
+        try_number = getattr(self.ti, "try_number", None)
+        self.try_number: int | None = try_number if isinstance(try_number, int) else None
+        self._journal = journal
+        self._lock = threading.Lock()
+        self._others: tuple[float, Decimal] | None = None  # (monotonic time read, USD)
+        self.reserved_usd = Decimal(0)  # worst cases of requests in flight (see reserve)
+
+    # -- what has been spent ----------------------------------------------------------------
 
     @property
     def spent_usd(self) -> Decimal:
+        """Spent by this try."""
         return self.ledger.usd_spent
 
+    @cached_property
+    def journal(self) -> CostJournal:
+        return self._journal if self._journal is not None else CostJournal.for_context(self.context)
+
+    @cached_property
+    def earlier_tries(self) -> list[dict[str, Any]]:
+        """The journal's records of this task instance's earlier tries (their XComs are gone)."""
+        if self.try_number is None:
+            return []
+        return [r for r in self.journal.read() if r["try_number"] < self.try_number]
+
+    @property
+    def task_spent_usd(self) -> Decimal:
+        """Spent by this task instance over all its tries."""
+        return records_usd(self.earlier_tries) + self.spent_usd
+
+    def other_tasks_usd(self) -> Decimal:
+        """Spent by the run's other Qwen task instances, from their ``qwen_cost`` XComs (re-read every 30 s).
+
+        This task instance's own XCom was cleared when this try started, so it is not counted twice;
+        other map indexes of the same task are counted.
+        """
+        dag = self.context.get("dag") if isinstance(self.context, Mapping) else None
+        if dag is None or self.ti is None:
+            return Decimal(0)
+        now = time.monotonic()
+        if self._others is None or now - self._others[0] > RUN_SPEND_TTL_S:
+            records = pull_cost_records(self.ti, qwen_task_ids(dag) or list(getattr(dag, "task_ids", [])))
+            self._others = (now, records_usd(r for values in records.values() for r in values))
+        return self._others[1]
+
+    # -- before a request -------------------------------------------------------------------
+
     def check(self, request: ChatRequest) -> None:
-        """Refuse ``request`` (raise BudgetExceededError) if its worst case would pass the budget."""
-        if self.max_cost_usd is None:
-            return
+        """Refuse ``request`` (raise BudgetRefusedError) if its worst case would pass a budget."""
+        self.release(self.reserve(request))
+
+    def reserve(self, request: ChatRequest) -> Decimal:
+        """``check``, then hold the request's worst case until ``release(amount)`` (after ``add``).
+
+        Concurrent requests (async batch work) each hold their worst case while in flight, so
+        together they cannot pass a budget that each alone would fit.
+        """
+        if self.max_cost_usd is None and self.dag_run_budget_usd is None:
+            return Decimal(0)
         worst = worst_case_usd(request, self.prices)
-        if self.spent_usd + worst > self.max_cost_usd:
-            raise BudgetExceededError(
-                f"max_cost_usd={self.max_cost_usd} would be passed: spent {self.spent_usd} USD so far, "
-                f"the next request may cost up to {worst.quantize(Decimal('0.000001'))} USD; not sent"
-            )
+        shown = worst.quantize(USD_QUANTUM)
+        with self._lock:
+            task_spent = self.task_spent_usd
+            held = self.reserved_usd
+            in_flight = f", {usd_text(held)} USD held by requests in flight" if held else ""
+            if self.max_cost_usd is not None and task_spent + held + worst > self.max_cost_usd:
+                earlier = f" ({len(self.earlier_tries)} earlier tries included)" if self.earlier_tries else ""
+                raise BudgetRefusedError(
+                    f"max_cost_usd={self.max_cost_usd} would be passed: this task spent "
+                    f"{usd_text(task_spent)} USD so far{earlier}{in_flight}, the next request may cost up "
+                    f"to {shown} USD; not sent"
+                )
+            if self.dag_run_budget_usd is not None:
+                others = self.other_tasks_usd()
+                if others + task_spent + held + worst > self.dag_run_budget_usd:
+                    raise BudgetRefusedError(
+                        f"dag_run_budget_usd={self.dag_run_budget_usd} would be passed: this DAG run spent "
+                        f"{usd_text(others + task_spent)} USD so far ({usd_text(others)} by other tasks, "
+                        f"{usd_text(task_spent)} by this one){in_flight}, the next request may cost up to "
+                        f"{shown} USD; not sent"
+                    )
+            self.reserved_usd += worst
+        return worst
+
+    def release(self, amount: Decimal) -> None:
+        """Drop a reservation once its request was answered (and ``add``-ed) or failed."""
+        with self._lock:
+            self.reserved_usd -= amount
+
+    @contextmanager
+    def spending(self, request: ChatRequest) -> Iterator[None]:
+        """Hold ``request``'s worst case while it is in flight; record what a failure was charged."""
+        held = self.reserve(request)
+        try:
+            yield
+        except Exception as exc:
+            self.add_from_error(exc)
+            raise
+        finally:
+            self.release(held)
+
+    # -- after a request --------------------------------------------------------------------
+
+    def _model_ledger(self, model: str) -> CostLedger:
+        with self._lock:
+            return self.by_model.setdefault(model, CostLedger())
 
     def add(self, completion: ChatCompletion) -> None:
+        """Record one paid response."""
         self.ledger.add(completion)
+        self._model_ledger(completion.model).add(completion)
+
+    def add_charge(self, model: str, cost: Cost, usage: Any = None) -> None:
+        """Record a charge that came without a parsed response."""
+        self.ledger.add_charge(model, cost, usage)
+        self._model_ledger(model).add_charge(model, cost, usage)
 
     def add_from_error(self, error: BaseException) -> None:
         """Record what a failed call was still charged for (a cut stream's usage, an unparsable 200)."""
         partial = getattr(error, "partial", None)
         if partial is not None and getattr(partial, "usage", None) is not None:
-            self.ledger.add(partial)
+            self.add(partial)
             return
         cost = getattr(error, "cost", None)
         if cost is not None:
-            self.ledger.add_charge(self.model or "", cost)
+            self.add_charge(self.model or "", cost)
 
-    def record(self, try_number: int | None) -> dict[str, Any]:
-        return self.ledger.record(model=self.model, try_number=try_number)
+    # -- the records ------------------------------------------------------------------------
+
+    def try_record(self, try_number: int | None = None) -> dict[str, Any]:
+        """This try alone, stamped with its try number."""
+        record = self.ledger.record(model=self.model, try_number=try_number or self.try_number)
+        record["usd_spent"] = usd_text(self.ledger.usd_spent)
+        return record
+
+    def record(self, try_number: int | None = None) -> dict[str, Any]:
+        """The ``qwen_cost`` record: every try of this task instance so far, with a ``tries`` list."""
+        number = try_number or self.try_number
+        tries = [*self.earlier_tries, self.try_record(number)]
+        return combine_records(tries, model=self.model, try_number=number)
+
+    def finish(self) -> dict[str, Any]:
+        """Journal this try (a failure to is logged, not raised) and return the ``qwen_cost`` record."""
+        try:
+            self.journal.write(self.try_record())
+        except Exception as exc:
+            log.warning("could not write the Qwen cost journal (a retry will not see this try): %s", exc)
+        return self.record()
 
     def push(self, context: Any) -> dict[str, Any]:
         """Push the ``qwen_cost`` XCom for this try and return the record."""
-        ti = context["ti"]
-        record = self.record(getattr(ti, "try_number", None))
-        ti.xcom_push(key=COST_XCOM_KEY, value=record)
+        record = self.record(getattr(context["ti"], "try_number", None))
+        context["ti"].xcom_push(key=COST_XCOM_KEY, value=record)
         return record

@@ -120,14 +120,14 @@ class QwenToolCallOperator(QwenBaseOperator):
         )
 
     def extra_request_params(self) -> dict[str, Any]:
-        params: dict[str, Any] = {"tools": [spec.to_tool() for spec in self.specs.values()]}
         if self.single_output:
             (spec,) = self.specs.values()
-            params["tool_choice"] = spec.forced_choice()
-            params["parallel_tool_calls"] = False
-        else:
-            params["tool_choice"] = _choice(self.tool_choice)
-            params["parallel_tool_calls"] = self.parallel_tool_calls
+            return spec.forced_request_params(user_params=self.generation_params)
+        params: dict[str, Any] = {
+            "tools": [spec.to_tool() for spec in self.specs.values()],
+            "tool_choice": _choice(self.tool_choice),
+            "parallel_tool_calls": self.parallel_tool_calls,
+        }
         if self.needs_gateway_normalization:
             params["normalize_tool_schemas"] = True
         return params
@@ -144,22 +144,21 @@ class QwenToolCallOperator(QwenBaseOperator):
         return self._structured(messages, cost) if self.single_output else self._calls(messages, cost)
 
     def _structured(self, messages: list[dict[str, Any]], cost: TaskCost) -> Any:
-        from airflow_provider_qwen.client.errors import StructuredOutputError
-        from airflow_provider_qwen.client.structured import repair_messages, structured_value
+        from airflow_provider_qwen.client.structured import RepairLoop
 
         (spec,) = self.specs.values()
-        errors: list[str] = []
-        for turn in range(self.max_repairs + 1):
-            completion = self.send(self.build_request(messages), cost)
+        loop = RepairLoop(
+            spec,
+            messages,
+            max_repairs=self.max_repairs,
+            on_repair=lambda errors, turn: self._log_repair(spec.name, errors, turn),
+            give_up=lambda errors: self._gave_up(spec.name, errors),
+        )
+        while True:
+            completion = self.send(self.build_request(loop.messages), cost)
             self.check_finish(completion, fail_on_truncation=self.fail_on_truncation)
-            try:
-                return structured_value(completion, spec)
-            except StructuredOutputError as exc:
-                errors = exc.errors
-            if turn < self.max_repairs:
-                self._log_repair(spec.name, errors, turn)
-                messages = [*messages, *repair_messages(completion, errors, tool_name=spec.name)]
-        raise self._gave_up(spec.name, errors)
+            if loop.accept(completion):
+                return loop.value
 
     def _calls(self, messages: list[dict[str, Any]], cost: TaskCost) -> list[dict[str, Any]]:
         """All calls, each validated; failed ones are repaired and replaced by the repair turn's calls."""

@@ -1,0 +1,376 @@
+"""QwenBatchOperator: one templated prompt over many items, concurrently, in one task.
+
+The operator is glue: it checks its arguments, compiles the prompt template once, and hands the
+work to ``airflow_provider_qwen.batch`` (scheduler, checkpoints, chunking, progress). Past one
+worker, shard the items with ``.expand(items=...)`` and cap the total with an Airflow pool; see
+``dags/batch_summarize.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_provider_qwen.batch.runner import BatchFailedError
+from airflow_provider_qwen.operators.base import PROMPT_TEMPLATE_EXT, QwenBaseOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+    from pydantic import BaseModel
+
+    from airflow_provider_qwen.batch.checkpoint import Journal
+    from airflow_provider_qwen.batch.items import ItemPlan, Render
+    from airflow_provider_qwen.batch.outputs import OutputStore
+    from airflow_provider_qwen.batch.runner import BatchReport
+    from airflow_provider_qwen.client.structured import ToolSpec
+    from airflow_provider_qwen.operators.cost import TaskCost
+
+CHECKPOINT_DIR = "batch"
+
+
+class BatchStoppedError(BatchFailedError, AirflowFailException):
+    """The batch stopped for a reason a retry would meet again (a spent budget): fail without retries."""
+
+
+def _retryable(stop_error: BaseException | None) -> bool:
+    return not isinstance(stop_error, AirflowFailException)
+
+
+class QwenBatchOperator(QwenBaseOperator):
+    """Run one prompt template over many items with bounded, adaptive concurrency.
+
+    :param items: a list of strings or dicts (literal, ``task.output``, or ``.expand(items=...)``).
+        Items are data: they are never rendered as templates.
+    :param prompt: the per-item user message, inline Jinja or a ``.j2``/``.jinja2``/``.prompt`` file,
+        rendered for each item with ``item``, ``index`` and ``chunk`` (None, or ``{"index", "count"}``
+        for a part of a long item) plus the task context. It is not rendered by Airflow before ``execute``.
+    :param output_model: a pydantic model (or ``output_schema``, a JSON schema dict): each result
+        is a validated value from a forced tool call, repaired up to ``max_repairs`` times.
+    :param max_concurrency: requests in flight at most (halved on 429, regained on success).
+    :param requests_per_minute: optional cap on request starts.
+    :param max_failures: items allowed to fail (or not start) before the task fails: a count
+        (int) or a fraction of the items (float in [0, 1]). Default 0: any failure fails the task,
+        after every other item has finished.
+    :param max_input_tokens: split an item whose prompt is estimated above this many tokens into
+        parts on paragraph/sentence boundaries, process each part, then combine the partial results
+        with ``reduce_prompt`` (variables ``summaries``, ``instructions``, ``item``, ``index``).
+    :param chunk_field: the key holding the text to split when items are dicts.
+    :param output_size_threshold: results larger than this many bytes go to storage and the result
+        list holds a reference (``airflow_provider_qwen.batch.load_result`` reads it); None: never.
+    :param checkpoint: journal finished items under ``[qwen] storage_base`` so a retry (or a rerun
+        after the worker was killed) sends only the unfinished ones.
+
+    Returns the results aligned with ``items`` (None for an item that failed); pushes ``qwen_batch``
+    (counts, errors) and ``qwen_cost`` (every request of this try, exactly).
+    """
+
+    template_fields: Sequence[str] = (
+        "items",
+        "system_prompt",
+        "messages",
+        "model",
+        "generation_params",
+        "max_cost_usd",
+        "dag_run_budget_usd",
+    )
+    template_fields_renderers = {
+        "items": "json",
+        "system_prompt": "md",
+        "messages": "json",
+        "generation_params": "json",
+    }
+
+    def __init__(
+        self,
+        *,
+        items: Any,
+        prompt: str,
+        output_model: type[BaseModel] | None = None,
+        output_schema: Mapping[str, Any] | None = None,
+        tool_name: str | None = None,
+        tool_description: str | None = None,
+        max_repairs: int = 2,
+        max_concurrency: int = 16,
+        requests_per_minute: float | None = None,
+        max_failures: int | float = 0,
+        max_input_tokens: int | None = None,
+        chunk_field: str = "text",
+        reduce_prompt: str | None = None,
+        output_size_threshold: int | None = 64 * 1024,
+        checkpoint: bool = True,
+        fail_on_truncation: bool = False,
+        max_rate_limit_retries: int = 8,
+        progress_interval: float = 5.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(prompt=prompt, **kwargs)
+        self.items = items
+        self.output_model = output_model
+        self.output_schema = output_schema
+        self.tool_name = tool_name
+        self.tool_description = tool_description
+        self.max_repairs = max_repairs
+        self.max_concurrency = max_concurrency
+        self.requests_per_minute = requests_per_minute
+        self.max_failures = max_failures
+        self.max_input_tokens = max_input_tokens
+        self.chunk_field = chunk_field
+        self.reduce_prompt = reduce_prompt
+        self.output_size_threshold = output_size_threshold
+        self.checkpoint = checkpoint
+        self.fail_on_truncation = fail_on_truncation
+        self.max_rate_limit_retries = max_rate_limit_retries
+        self.progress_interval = progress_interval
+        self._check_arguments()
+        self.validate_static_parameters()
+
+    # -- arguments ------------------------------------------------------------------------
+
+    def _check_arguments(self) -> None:
+        from airflow_provider_qwen.client.errors import InvalidRequestError
+
+        where = f"{type(self).__name__} {self.task_id!r}"
+
+        def bad(name: str, allowed: str) -> InvalidRequestError:
+            return InvalidRequestError(f"{where}: {name}={getattr(self, name)!r} is not allowed: {allowed}")
+
+        def is_int(value: Any) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        def is_number(value: Any) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+        for name in ("prompt", "reduce_prompt"):
+            value = getattr(self, name)
+            if value is None and name == "reduce_prompt":
+                continue
+            if not isinstance(value, str) or not value.strip():
+                raise bad(name, "a Jinja template string or a .j2/.jinja2/.prompt file name")
+            if not value.endswith(PROMPT_TEMPLATE_EXT):
+                _check_syntax(where, name, value)
+        if self.output_model is not None and self.output_schema is not None:
+            raise InvalidRequestError(f"{where}: give output_model or output_schema, not both")
+        if not is_int(self.max_concurrency) or not 1 <= self.max_concurrency <= 1000:
+            raise bad("max_concurrency", "an integer from 1 to 1000")
+        rpm = self.requests_per_minute
+        if rpm is not None and (not is_number(rpm) or rpm <= 0):
+            raise bad("requests_per_minute", "None or a number > 0")
+        failures = self.max_failures
+        if not (is_int(failures) and failures >= 0) and not (
+            isinstance(failures, float) and 0 <= failures <= 1
+        ):
+            raise bad("max_failures", "a count (int >= 0) or a fraction of the items (float from 0 to 1)")
+        if self.max_input_tokens is not None and (
+            not is_int(self.max_input_tokens) or self.max_input_tokens < 256
+        ):
+            raise bad("max_input_tokens", "None or an integer >= 256")
+        if not isinstance(self.chunk_field, str) or not self.chunk_field:
+            raise bad("chunk_field", "the name of the text field of dict items")
+        threshold = self.output_size_threshold
+        if threshold is not None and (not is_int(threshold) or threshold < 0):
+            raise bad("output_size_threshold", "None or a number of bytes >= 0")
+        if not is_int(self.max_repairs) or self.max_repairs < 0:
+            raise bad("max_repairs", "an integer >= 0")
+        if not is_int(self.max_rate_limit_retries) or self.max_rate_limit_retries < 0:
+            raise bad("max_rate_limit_retries", "an integer >= 0")
+        if not is_number(self.progress_interval) or self.progress_interval <= 0:
+            raise bad("progress_interval", "a number of seconds > 0")
+        if not isinstance(self.items, str) and not hasattr(self.items, "resolve"):
+            from airflow_provider_qwen.batch.inputs import check_items
+
+            check_items(where, self.items)  # a literal list: check it at parse time
+
+    @cached_property
+    def spec(self) -> ToolSpec | None:
+        """The output tool when results are structured."""
+        source = self.output_model if self.output_model is not None else self.output_schema
+        if source is None:
+            return None
+        from airflow_provider_qwen.client.structured import tool_spec
+
+        return tool_spec(source, name=self.tool_name, description=self.tool_description)
+
+    def extra_request_params(self) -> dict[str, Any]:
+        spec = self.spec
+        return {} if spec is None else spec.forced_request_params(user_params=self.generation_params)
+
+    # -- rendering ------------------------------------------------------------------------
+
+    def render_template(
+        self,
+        content: Any,
+        context: Context,
+        jinja_env: Any = None,
+        seen_oids: set[int] | None = None,
+    ) -> Any:
+        """Airflow renders template fields through here: ``items`` is data, so only its XComArgs are
+        resolved; a string ``items`` is the DAG author's template and renders to the list."""
+        if content is self.items and not isinstance(content, str):
+            from airflow_provider_qwen.batch.inputs import resolve_items
+
+            return resolve_items(content, context)
+        return super().render_template(content, context, jinja_env, seen_oids)
+
+    def _renderer(self, source: str, context: Context) -> Render:
+        """Compile ``source`` once with the task's Jinja environment; render it per item, as a string."""
+        env = self.get_template_env()
+        template = (
+            env.get_template(source) if source.endswith(PROMPT_TEMPLATE_EXT) else env.from_string(source)
+        )
+        base = dict(context)
+
+        def render(variables: Mapping[str, Any]) -> str:
+            return "".join(template.root_render_func(template.new_context({**base, **variables})))
+
+        return render
+
+    # -- execution ------------------------------------------------------------------------
+
+    def run(self, context: Context, cost: TaskCost) -> list[Any]:
+        from airflow_provider_qwen.batch.checkpoint import Journal, open_journal
+        from airflow_provider_qwen.batch.inputs import items_list
+        from airflow_provider_qwen.batch.items import DEFAULT_REDUCE_PROMPT, ItemPlan
+        from airflow_provider_qwen.batch.outputs import OutputStore
+        from airflow_provider_qwen.storage import task_folder
+
+        where = f"{type(self).__name__} {self.task_id!r}"
+        items = items_list(where, self.items)
+        plan = ItemPlan(
+            items=items,
+            render_prompt=self._renderer(self.prompt or "", context),
+            build=self.build_request,
+            base_messages=self._base_messages(),
+            spec=self.spec,
+            max_repairs=self.max_repairs,
+            fail_on_truncation=self.fail_on_truncation,
+            max_input_tokens=self.max_input_tokens,
+            chunk_field=self.chunk_field,
+            render_reduce=(
+                self._renderer(self.reduce_prompt or DEFAULT_REDUCE_PROMPT, context)
+                if self.max_input_tokens
+                else None
+            ),
+        )
+        journal: Journal = Journal()
+        if self.checkpoint and items:
+            try_number = getattr(context["ti"], "try_number", None)
+            writer = f"try{try_number}-{os.getpid()}-{secrets.token_hex(4)}"
+            try:
+                journal = open_journal(task_folder(context) / CHECKPOINT_DIR, writer)
+            except OSError as exc:
+                from airflow_provider_qwen.client.errors import InvalidRequestError
+
+                raise InvalidRequestError(
+                    f"{where}: cannot keep checkpoints under [qwen] storage_base ({exc}); point "
+                    "AIRFLOW__QWEN__STORAGE_BASE at a writable folder or bucket, or pass checkpoint=False"
+                ) from exc
+            self.log.info(
+                "batch checkpoint: %s (%d finished record(s) from earlier tries, not sent again)",
+                journal.location,
+                journal.loaded,
+            )
+        outputs = OutputStore(lambda: task_folder(context), self.output_size_threshold)
+        self.log.info("batch: %d item(s), max_concurrency %d", len(items), self.max_concurrency)
+        try:
+            report = _run_coroutine(lambda: self._arun(plan, journal, outputs, cost))
+        finally:
+            journal.close()
+        self._finish(context, report, cost, outputs)
+        return report.results
+
+    def _base_messages(self) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = []
+        if self.system_prompt:
+            messages.append({"role": "system", "content": self.system_prompt})
+        messages.extend(dict(m) for m in self.messages or [])
+        return messages
+
+    async def _arun(
+        self, plan: ItemPlan, journal: Journal, outputs: OutputStore, cost: TaskCost
+    ) -> BatchReport:
+        from airflow_provider_qwen.batch.items import ItemProcessor
+        from airflow_provider_qwen.batch.runner import BatchOptions, BatchRunner
+
+        options = BatchOptions(
+            max_concurrency=self.max_concurrency,
+            requests_per_minute=self.requests_per_minute,
+            max_rate_limit_retries=self.max_rate_limit_retries,
+            progress_interval=self.progress_interval,
+        )
+
+        async def send_once(request: Any) -> Any:
+            return await self.asend(request, cost)
+
+        runner = BatchRunner(len(plan.items), send_once, options=options, log=self.log, cost=cost)
+        processor = ItemProcessor(plan, runner.send, journal, outputs)
+        try:
+            return await runner.run(processor.process)
+        finally:
+            aclose = getattr(self.hook, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    def _finish(self, context: Context, report: BatchReport, cost: TaskCost, outputs: OutputStore) -> None:
+        """Push ``qwen_batch``, log the summary, and fail when more than ``max_failures`` did not succeed."""
+        from airflow_provider_qwen.batch.runner import BATCH_XCOM_KEY, allowed_failures
+
+        record = report.record()
+        record["stored_outputs"] = outputs.stored
+        record["usd_spent"] = cost.try_record()["usd_spent"]  # this try; qwen_cost covers every try
+        if self.do_xcom_push:
+            context["ti"].xcom_push(key=BATCH_XCOM_KEY, value=record)
+        self.log.info(
+            "batch finished: %d/%d succeeded, %d failed, %d not started, %d chunked, %d resumed from the "
+            "checkpoint, %d request(s), %d rate-limited, in %.1f s; this try spent %s USD",
+            report.succeeded,
+            report.total,
+            report.failed,
+            report.unstarted,
+            report.chunked,
+            report.resumed,
+            record["requests"],
+            record["rate_limited"],
+            record["elapsed_s"],
+            record["usd_spent"],
+        )
+        not_ok = report.failed + report.unstarted
+        allowed = allowed_failures(self.max_failures, report.total)
+        if not_ok > allowed:
+            first = "; ".join(f"item {e['index']}: {e['error']}" for e in report.errors[:3])
+            stopped = f"; stopped early: {report.stopped}" if report.stopped else ""
+            error = BatchFailedError if _retryable(report.stop_error) else BatchStoppedError
+            raise error(
+                f"{type(self).__name__} {self.task_id!r}: {not_ok} of {report.total} item(s) did not succeed "
+                f"({report.failed} failed, {report.unstarted} not started{stopped}); max_failures="
+                f"{self.max_failures!r} allows {allowed}. First errors: {first}. Finished items are "
+                "checkpointed: a retry sends only the others."
+            )
+
+
+def _check_syntax(where: str, name: str, source: str) -> None:
+    """A template syntax error at DAG parse time, not after the first paid request."""
+    import jinja2
+
+    from airflow_provider_qwen.client.errors import InvalidRequestError
+
+    try:
+        jinja2.Environment().parse(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise InvalidRequestError(f"{where}: {name} is not a valid Jinja template: {exc}") from None
+
+
+def _run_coroutine(factory: Any) -> Any:
+    """Run the batch's coroutine on a fresh event loop (in a thread if this one already runs a loop)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(factory())
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="qwen-batch") as pool:
+        return pool.submit(lambda: asyncio.run(factory())).result()

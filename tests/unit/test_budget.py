@@ -1,0 +1,182 @@
+"""Budgets that cap: max_cost_usd per task and dag_run_budget_usd per DAG run refuse before sending."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_provider_qwen.client.cost import Cost, PriceTable
+from airflow_provider_qwen.client.errors import BudgetExceededError
+from airflow_provider_qwen.client.request import build_request
+from airflow_provider_qwen.operators import cost as cost_module
+from airflow_provider_qwen.operators.base import QwenBaseOperator
+from airflow_provider_qwen.operators.chat import QwenChatOperator
+from airflow_provider_qwen.operators.cost import (
+    BudgetRefusedError,
+    TaskCost,
+    combine_records,
+    qwen_task_ids,
+    worst_case_usd,
+)
+from tests.unit.cost_fakes import FakeRun, cost_record
+from tests.unit.operator_fakes import MODEL, answer, run, with_client
+
+PRICES = PriceTable()
+
+
+@pytest.fixture(autouse=True)
+def _storage(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW__QWEN__STORAGE_BASE", str(tmp_path / "qwen"))
+
+
+def _request(max_completion_tokens: int | None = None, text: str = "Summarise the notes."):
+    params = {"max_completion_tokens": max_completion_tokens} if max_completion_tokens else {}
+    return build_request([{"role": "user", "content": text}], model=MODEL, **params)
+
+
+def test_worst_case_is_prompt_estimate_plus_output_cap_at_output_price():
+    small, capped = _request(), _request(1000)
+    assert worst_case_usd(capped, PRICES) - worst_case_usd(small, PRICES) == Decimal(
+        "0.0078"
+    )  # 1000 x 7.80/1M
+    assert worst_case_usd(small, PRICES) > 0  # the prompt alone always counts
+
+
+def test_refuses_a_request_the_task_budget_would_not_cover_and_sends_nothing(mocker):
+    client = with_client(mocker, QwenBaseOperator, answer("never"))
+    op = QwenChatOperator(task_id="chat", prompt="?", max_completion_tokens=1000, max_cost_usd="0.005")
+    with pytest.raises(BudgetExceededError) as caught:
+        run(op)
+    assert client.requests == []
+    message = str(caught.value)
+    assert "max_cost_usd=0.005 would be passed" in message
+    assert "spent 0 USD" in message
+    assert "not sent" in message
+    # a retry would be refused too: Airflow fails the task without retrying
+    assert isinstance(caught.value, AirflowFailException)
+    assert isinstance(caught.value, BudgetRefusedError)
+
+
+def test_with_an_output_cap_spend_never_passes_the_budget():
+    budget = Decimal("0.01")
+    cost = TaskCost(prices=PRICES, max_cost_usd=budget, model=MODEL)
+    request = _request(200)
+    worst = worst_case_usd(request, PRICES)
+    sent = 0
+    while sent < 10_000:
+        try:
+            cost.check(request)
+        except BudgetRefusedError:
+            break
+        # the dearest answer the request can produce: the whole prompt estimate and output cap
+        cost.add_charge(MODEL, Cost(0, worst, True))
+        sent += 1
+        assert cost.spent_usd <= budget
+    assert sent == int(budget / worst)
+    assert cost.spent_usd + worst > budget >= cost.spent_usd
+
+
+def test_without_an_output_cap_the_budget_stops_further_requests_once_reached(mocker):
+    cost = TaskCost(prices=PRICES, max_cost_usd=Decimal("0.0015"), model=MODEL)
+    request = _request()  # no max_completion_tokens: only the prompt can be bounded
+    cost.check(request)
+    cost.add(answer(usd=Decimal("0.0012")))
+    cost.check(request)  # 0.0012 + a small prompt still fits
+    cost.add(answer(usd=Decimal("0.0012")))  # the answer's length was not bounded: 0.0024 > budget
+    assert cost.spent_usd == Decimal("0.0024")
+    with pytest.raises(BudgetRefusedError, match=r"spent 0\.0024 USD"):
+        cost.check(request)
+
+
+def _two_task_dag(**second_kwargs):
+    with DAG("cost_dag", schedule=None) as dag:
+        first = QwenChatOperator(task_id="first", prompt="Write a haiku.")
+        second = QwenChatOperator(task_id="second", prompt="Now a limerick.", **second_kwargs)
+        first >> second
+    return dag, first, second
+
+
+def test_run_budget_refuses_the_second_task_of_a_run(mocker):
+    client = with_client(mocker, QwenBaseOperator, answer("haiku"), answer("never"))
+    dag, first, second = _two_task_dag(max_completion_tokens=100, dag_run_budget_usd=0.0015)
+    fake_run = FakeRun()
+    run(first, fake_run.ti("first"), dag=dag)
+    with pytest.raises(BudgetRefusedError) as caught:
+        run(second, fake_run.ti("second"), dag=dag)
+    assert len(client.requests) == 1  # only the first task's request was sent
+    message = str(caught.value)
+    assert "dag_run_budget_usd=0.0015 would be passed" in message
+    assert "0.001 by other tasks" in message
+    assert fake_run.xcoms[("second", -1, "qwen_cost")]["requests"] == 0
+
+
+def test_run_budget_lets_the_second_task_through_when_it_fits(mocker):
+    client = with_client(mocker, QwenBaseOperator, answer("haiku"), answer("limerick"))
+    dag, first, second = _two_task_dag(max_completion_tokens=100, dag_run_budget_usd=0.002)
+    fake_run = FakeRun()
+    run(first, fake_run.ti("first"), dag=dag)
+    result, _ = run(second, fake_run.ti("second"), dag=dag)
+    assert result == "limerick"
+    assert len(client.requests) == 2
+
+
+def test_run_spend_counts_every_map_index_and_earlier_tries_of_other_tasks():
+    with DAG("cost_dag", schedule=None) as dag:
+        QwenChatOperator.partial(task_id="mapped").expand(prompt=["a", "b"])
+        QwenChatOperator(task_id="single", prompt="?")
+        EmptyOperator(task_id="plain")
+    fake_run = FakeRun()
+    fake_run.put("mapped", cost_record("0.25"), map_index=0)
+    fake_run.put("mapped", cost_record("0.5"), map_index=1)
+    retried = [cost_record("0.125", try_number=1), cost_record("0.125", try_number=2)]
+    fake_run.put("single", combine_records(retried, model=MODEL, try_number=2))
+    fake_run.put("plain", {"usd_spent": "100"})  # not a Qwen task: not read
+    ti = fake_run.ti("mapped", map_index=2)
+    cost = TaskCost(prices=PRICES, dag_run_budget_usd=Decimal(1), context={"ti": ti, "dag": dag})
+    assert qwen_task_ids(dag) == ["mapped", "single"]
+    assert cost.other_tasks_usd() == Decimal("1.00")
+    assert [p["task_ids"] for p in fake_run.pulls] == [["mapped"], ["single"]]
+    with pytest.raises(BudgetRefusedError, match=r"spent 1 USD so far"):
+        cost.check(_request())
+
+
+def test_run_spend_is_reread_only_after_its_ttl(monkeypatch):
+    dag, *_ = _two_task_dag()
+    fake_run = FakeRun()
+    fake_run.put("first", cost_record("0.1"))
+    cost = TaskCost(
+        prices=PRICES, dag_run_budget_usd=Decimal(1), context={"ti": fake_run.ti("second"), "dag": dag}
+    )
+    cost.check(_request())
+    cost.check(_request())
+    assert len(fake_run.pulls) == 2  # one read of each Qwen task for both checks
+    fake_run.put("first", cost_record("0.2"))
+    monkeypatch.setattr(cost_module, "RUN_SPEND_TTL_S", -1.0)
+    assert cost.other_tasks_usd() == Decimal("0.2")
+    assert len(fake_run.pulls) == 4
+
+
+def test_no_budget_means_no_xcom_reads():
+    dag, *_ = _two_task_dag()
+    fake_run = FakeRun()
+    cost = TaskCost(prices=PRICES, context={"ti": fake_run.ti("second"), "dag": dag})
+    cost.check(_request(100_000))
+    assert fake_run.pulls == []
+
+
+def test_requests_in_flight_hold_their_worst_case_so_together_they_cannot_pass():
+    request = _request(200)
+    worst = worst_case_usd(request, PRICES)
+    cost = TaskCost(prices=PRICES, max_cost_usd=worst * Decimal("2.5"), model=MODEL)
+    first, second = cost.reserve(request), cost.reserve(request)
+    assert cost.reserved_usd == first + second == worst * 2
+    with pytest.raises(BudgetRefusedError, match="held by requests in flight"):
+        cost.reserve(request)  # each alone fits what was paid (nothing), not what is in flight
+    cost.add_charge(MODEL, Cost(0, worst / 2, True))
+    cost.release(first)
+    assert cost.reserved_usd == worst
+    assert cost.reserve(request) == worst  # paid half of its hold: 0.5 + 1 held + 1 new = 2.5 fits

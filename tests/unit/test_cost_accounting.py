@@ -1,0 +1,101 @@
+"""Exact accounting at the operator layer: Decimal sums, estimates flagged, charged errors counted."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from airflow_provider_qwen.client.cost import Cost, PriceTable
+from airflow_provider_qwen.client.errors import InvalidResponseError, ServerError, StreamError
+from airflow_provider_qwen.client.models import ChatCompletion
+from airflow_provider_qwen.operators.base import QwenBaseOperator
+from airflow_provider_qwen.operators.chat import QwenChatOperator
+from airflow_provider_qwen.operators.cost import TaskCost, combine_records
+from airflow_provider_qwen.operators.cost_report import RunCost
+from tests.unit.operator_fakes import MODEL, answer, run, with_client
+
+
+def tokens_only(prompt: int = 1000, completion: int = 500) -> ChatCompletion:
+    """What another OpenAI-compatible server answers: usage, but no cost in body or headers."""
+    return ChatCompletion.model_validate(
+        {
+            "id": "c",
+            "model": "qwen3.7-max",
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
+            ],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            },
+        }
+    ).bind(requested_model=MODEL, inference_id=None)
+
+
+def test_ten_thousand_small_charges_through_a_task_sum_exactly():
+    cost = TaskCost(prices=PriceTable(), model=MODEL)
+    paid = answer(usd=Decimal("0.0000035"))  # 7 credits: no float can hold it
+    for _ in range(10_000):
+        cost.add(paid)
+    record = cost.record(1)
+    assert record["usd_spent"] == "0.035"
+    assert record["credits_used"] == 70_000
+    assert record["requests"] == 10_000
+    assert sum([0.0000035] * 10_000) != 0.035  # the float sum this avoids
+
+
+def test_ten_thousand_task_records_sum_exactly_in_the_report():
+    report = RunCost(dag_id="d", run_id="r")
+    for index in range(10_000):
+        one = {"model": MODEL, "requests": 1, "credits_used": 3, "usd_spent": "0.0000015", "try_number": 1}
+        report.add_record(f"task_{index % 7}", combine_records([one], model=MODEL, try_number=1))
+    assert report.total.usd_spent == Decimal("0.015")
+    assert report.as_dict()["total"]["usd_spent"] == "0.015"
+    assert report.total.credits_used == 30_000
+    assert sum(t.credits_used for t in report.by_task.values()) == 30_000
+
+
+def test_a_server_that_reports_no_cost_gives_an_estimate_flagged_as_such(mocker):
+    with_client(mocker, QwenBaseOperator, tokens_only(prompt=1000, completion=500))
+    _, ti = run(QwenChatOperator(task_id="chat", prompt="?"))
+    record = ti.pushed["qwen_cost"]
+    # 1000 x 2.60/1M + 500 x 7.80/1M from the shipped price table
+    assert Decimal(record["usd_spent"]) == Decimal("0.0026") + Decimal("0.0039")
+    assert record["credits_used"] == 13_000
+    assert record["estimated"] is True
+    assert record["tries"][0]["estimated"] is True
+
+
+def test_one_estimated_response_marks_the_sum_estimated_but_keeps_it_exact():
+    cost = TaskCost(prices=PriceTable(), model=MODEL)
+    cost.add(answer(usd=Decimal("0.001")))
+    cost.add(tokens_only(prompt=100, completion=0))
+    record = cost.record(1)
+    assert Decimal(record["usd_spent"]) == Decimal("0.001") + Decimal("0.00026")
+    assert record["estimated"] is True
+
+
+def test_charged_failures_are_counted_and_uncharged_ones_are_not():
+    cost = TaskCost(prices=PriceTable(), model=MODEL)
+    cost.add_from_error(ServerError("bad gateway", status_code=502))  # not charged
+    unparsable = InvalidResponseError("not a chat completion", status_code=200)
+    unparsable.cost = Cost(2000, Decimal("0.001"))  # the headers said it was paid
+    cost.add_from_error(unparsable)
+    cut = StreamError("stream cut")
+    cut.partial = tokens_only(prompt=10, completion=5)
+    cost.add_from_error(cut)
+    record = cost.record(1)
+    assert record["requests"] == 2
+    assert record["prompt_tokens"] == 10
+    assert Decimal(record["usd_spent"]) == Decimal("0.001") + Decimal("0.000065")
+    assert record["estimated"] is True  # the cut stream's part is an estimate
+
+
+@pytest.mark.parametrize("number", [0.5, "0.5", Decimal("0.5")])
+def test_records_read_back_as_numbers_still_sum(number):
+    # some XCom readers decode "0.5" to 0.5; the report accepts either
+    report = RunCost(dag_id="d", run_id="r")
+    report.add_record("t", {"model": MODEL, "requests": 1, "usd_spent": number, "credits_used": 1_000_000})
+    assert report.total.usd_spent == Decimal("0.5")
