@@ -1,0 +1,144 @@
+"""The journal of finished work: what a retry of the task reads so it sends only what is left.
+
+Every finished item (and every finished part of a chunked item) is recorded as it finishes, keyed
+by the SHA-256 of its rendered request, under the task's folder (``storage.task_folder``: dag, run,
+task and map index). A retry of the same task instance, or a rerun after the worker was killed,
+finds the record and reuses its result instead of paying again.
+
+Two layouts, both safe against SIGKILL at any instant:
+
+- a local folder: one append-only JSON-lines file per try (``journal/<writer>.jsonl``), each
+  record one ``write()``; a line cut by a kill does not parse and is ignored on reading;
+- object storage (no appends there): one object per record (``done/<key>.json``), written from a
+  worker thread; a PUT is atomic, so an object is either whole or absent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_provider_qwen.client.request import ChatRequest
+
+log = logging.getLogger(__name__)
+
+JOURNAL_DIR = "journal"
+OBJECTS_DIR = "done"
+
+
+def request_key(request: ChatRequest) -> str:
+    """SHA-256 of the request body as sent (canonical JSON): the identity of one piece of paid work."""
+    body = json.dumps(request.to_body(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+def encode_record(record: dict[str, Any]) -> bytes:
+    return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def decode_record(line: bytes) -> dict[str, Any] | None:
+    """A record from one line, or None for a torn or foreign line."""
+    try:
+        record = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("key"), str) else None
+
+
+class Journal:
+    """Records of finished work by request key; this base keeps them in memory only."""
+
+    location = "memory"
+
+    def __init__(self) -> None:
+        self.records: dict[str, dict[str, Any]] = {}
+        self.loaded = 0  # records found from earlier tries
+        self.torn = 0  # unreadable lines/objects skipped (a write cut by a kill)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.records.get(key)
+
+    async def put(self, record: dict[str, Any]) -> None:
+        """Record one finished piece of work; durable once this returns."""
+        self.records[record["key"]] = record
+
+    def close(self) -> None:
+        """Release files; the records stay readable."""
+
+    def _load(self, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            for line in chunk.splitlines(keepends=True):
+                record = decode_record(line) if line.endswith(b"\n") else None
+                if record is None:
+                    self.torn += 1 if line.strip() else 0
+                    continue
+                self.records[record["key"]] = record
+        self.loaded = len(self.records)
+
+
+class LocalJournal(Journal):
+    """Append-only JSON-lines segments in a local folder, one segment per writer (try)."""
+
+    def __init__(self, folder: str, writer: str) -> None:
+        super().__init__()
+        directory = os.path.join(folder, JOURNAL_DIR)
+        os.makedirs(directory, exist_ok=True)
+        self.location = directory
+        chunks = []
+        for name in sorted(os.listdir(directory)):
+            if name.endswith(".jsonl"):
+                with open(os.path.join(directory, name), "rb") as segment:
+                    chunks.append(segment.read())
+        self._load(chunks)
+        self.path = os.path.join(directory, f"{writer}.jsonl")
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    async def put(self, record: dict[str, Any]) -> None:
+        data = encode_record(record)
+        if self._fd is None:
+            raise RuntimeError("the journal is closed")
+        view = memoryview(data)
+        while view:  # a local append is one write() in practice; loop for the rule's sake
+            view = view[os.write(self._fd, view) :]
+        self.records[record["key"]] = record
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class ObjectJournal(Journal):
+    """One object per record (object stores cannot append); read back in one concurrent fetch."""
+
+    def __init__(self, folder: ObjectStoragePath) -> None:
+        super().__init__()
+        self.folder = folder / OBJECTS_DIR
+        self.location = str(self.folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        paths = [p.path for p in self.folder.iterdir() if p.name.endswith(".json")]
+        found = self.folder.fs.cat(paths, on_error="omit") if paths else {}
+        self._load([data if data.endswith(b"\n") else data + b"\n" for data in found.values()])
+
+    async def put(self, record: dict[str, Any]) -> None:
+        target = self.folder / f"{record['key']}.json"
+        await asyncio.to_thread(target.write_bytes, encode_record(record))
+        self.records[record["key"]] = record
+
+
+def open_journal(folder: ObjectStoragePath, writer: str) -> Journal:
+    """The journal in ``folder``: append-only segments when local, one object per record otherwise."""
+    from airflow_provider_qwen.storage import local_path
+
+    local = local_path(folder)
+    journal: Journal = LocalJournal(local, writer) if local is not None else ObjectJournal(folder)
+    if journal.torn:
+        log.warning("checkpoint: skipped %d torn record(s) in %s", journal.torn, journal.location)
+    return journal

@@ -1,0 +1,207 @@
+"""The async scheduler: workers pull item indices, every request passes the limiter and the budget,
+and the outcomes become the aligned result list and the ``qwen_batch`` report.
+
+Rate limits are absorbed here (the item waits, the limit adapts, the request goes again); other
+failures fail their item only, except those no other item can escape (bad key, no credits,
+unknown model) and a spent budget: then no new item starts and the rest are reported unstarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_qwen.batch.items import ItemOutcome, describe_error
+from airflow_provider_qwen.batch.limiter import AdaptiveLimiter
+from airflow_provider_qwen.batch.progress import PROGRESS_EVERY_S, BatchProgress
+from airflow_provider_qwen.client.errors import (
+    AuthenticationError,
+    BudgetExceededError,
+    InsufficientCreditsError,
+    NotFoundError,
+    QwenError,
+    RateLimitError,
+)
+
+if TYPE_CHECKING:
+    from airflow_provider_qwen.client.models import ChatCompletion
+    from airflow_provider_qwen.client.request import ChatRequest
+
+BATCH_XCOM_KEY = "qwen_batch"
+MAX_ERRORS_LISTED = 1000
+# Failures that every other item would meet too: stop starting items instead of failing them all.
+FATAL_ERRORS: tuple[type[BaseException], ...] = (AuthenticationError, InsufficientCreditsError, NotFoundError)
+
+
+class BatchFailedError(QwenError):
+    """More items failed (or were not started) than ``max_failures`` allows."""
+
+
+@dataclass
+class BatchOptions:
+    max_concurrency: int = 16
+    requests_per_minute: float | None = None
+    max_rate_limit_retries: int = 8
+    progress_interval: float = PROGRESS_EVERY_S
+
+
+@dataclass
+class BatchReport:
+    """Everything a batch run produced: the aligned results and the counts for ``qwen_batch``."""
+
+    total: int
+    results: list[Any]
+    succeeded: int = 0
+    failed: int = 0
+    unstarted: int = 0
+    chunked: int = 0
+    resumed: int = 0
+    truncated: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    stopped: str | None = None
+    stop_error: BaseException | None = field(default=None, repr=False)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, outcome: ItemOutcome) -> None:
+        self.results[outcome.index] = outcome.result if outcome.status == "ok" else None
+        if outcome.status == "ok":
+            self.succeeded += 1
+            self.chunked += outcome.chunked
+            self.resumed += outcome.resumed
+            self.truncated += outcome.truncated
+            return
+        if outcome.status == "unstarted":
+            self.unstarted += 1
+        else:
+            self.failed += 1
+        if len(self.errors) < MAX_ERRORS_LISTED:
+            self.errors.append({"index": outcome.index, "error": outcome.error})
+
+    def record(self) -> dict[str, Any]:
+        """The ``qwen_batch`` XCom: JSON-safe."""
+        listed = len(self.errors)
+        return {
+            "total": self.total,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "unstarted": self.unstarted,
+            "chunked": self.chunked,
+            "resumed": self.resumed,
+            "truncated": self.truncated,
+            "errors": self.errors,
+            "errors_not_listed": self.failed + self.unstarted - listed,
+            "stopped": self.stopped,
+            **self.extra,
+        }
+
+
+def allowed_failures(max_failures: int | float, total: int) -> int:
+    """``max_failures`` as a count: an int is a count, a float in [0, 1] a fraction of the items."""
+    if isinstance(max_failures, float):
+        return math.floor(max_failures * total + 1e-9)
+    return int(max_failures)
+
+
+class BatchRunner:
+    """Runs ``process(index)`` over every index with ``max_concurrency`` workers; owns ``send``."""
+
+    def __init__(
+        self,
+        total: int,
+        send_once: Callable[[ChatRequest], Awaitable[ChatCompletion]],
+        *,
+        options: BatchOptions,
+        log: Any,
+        cost: Any = None,
+    ) -> None:
+        from airflow_provider_qwen.client.retry import RetryPolicy
+
+        self.total = total
+        self.send_once = send_once
+        self.options = options
+        self.log = log
+        self.cost = cost
+        self.limiter = AdaptiveLimiter(
+            options.max_concurrency, requests_per_minute=options.requests_per_minute
+        )
+        self.backoff = RetryPolicy().backoff
+        self.requests = 0
+        self.progress = BatchProgress(
+            total,
+            log,
+            spent=lambda: cost.spent_usd if cost is not None else Decimal(0),
+            concurrency=lambda: f"{self.limiter.in_flight} in flight, limit {self.limiter.limit}",
+            every=options.progress_interval,
+        )
+
+    async def send(self, request: ChatRequest) -> ChatCompletion:
+        """One request: wait for a slot, send it (``send_once`` checks the budget), absorb rate limits."""
+        for attempt in range(self.options.max_rate_limit_retries + 1):
+            ticket = await self.limiter.acquire()
+            try:
+                completion = await self.send_once(request)
+            except RateLimitError as exc:
+                await self.limiter.rate_limited_by_server(ticket, exc.retry_after)
+                if attempt >= self.options.max_rate_limit_retries:
+                    raise
+                if not exc.retry_after:  # the limiter pauses everyone for a Retry-After
+                    await asyncio.sleep(self.backoff(attempt))
+                continue
+            except BaseException:
+                await self.limiter.failed(ticket)
+                raise
+            self.requests += 1
+            await self.limiter.succeeded(ticket)
+            return completion
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def run(self, process: Callable[[int], Awaitable[ItemOutcome]]) -> BatchReport:
+        report = BatchReport(self.total, [None] * self.total)
+        started = time.monotonic()
+        indices = iter(range(self.total))
+
+        async def worker() -> None:
+            for index in indices:  # one shared iterator: each index is taken exactly once
+                outcome = await process(index)
+                report.add(outcome)
+                self.progress.item_done(ok=outcome.status == "ok", resumed=outcome.resumed)
+                self._maybe_stop(report, outcome)
+                if report.stopped:
+                    return
+
+        ticker = asyncio.ensure_future(self.progress.report_periodically())
+        try:
+            await asyncio.gather(*(worker() for _ in range(min(self.options.max_concurrency, self.total))))
+        finally:
+            ticker.cancel()
+        for index in indices:  # left when the batch stopped early
+            report.add(ItemOutcome(index, "unstarted", error="not started: the batch stopped (see stopped)"))
+        report.extra = {
+            "requests": self.requests,
+            "rate_limited": self.limiter.rate_limited,
+            "concurrency": {
+                "max": self.limiter.max_concurrency,
+                "final": self.limiter.limit,
+                "lowest": self.limiter.lowest_limit,
+                "peak_in_flight": self.limiter.peak_in_flight,
+            },
+            "elapsed_s": round(time.monotonic() - started, 3),
+        }
+        return report
+
+    def _maybe_stop(self, report: BatchReport, outcome: ItemOutcome) -> None:
+        exc = outcome.exception
+        if report.stopped or exc is None:
+            return
+        if isinstance(exc, BudgetExceededError):
+            report.stopped = f"budget: {exc}"
+        elif isinstance(exc, FATAL_ERRORS):
+            report.stopped = f"fatal error no item can escape: {describe_error(exc)}"
+        if report.stopped:
+            report.stop_error = exc
+            self.log.error("batch stops starting new items (%s)", report.stopped)
