@@ -18,6 +18,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	./scripts/install-chromium.sh
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)
