@@ -189,7 +189,7 @@ class ItemProcessor:
                     inference_id=completion.inference_id,
                 )
             return completion.content or ""
-        from airflow_provider_qwen.client.structured import RepairLoop
+        from airflow_provider_qwen.client.repair import RepairLoop
 
         loop = RepairLoop(spec, messages, max_repairs=self.plan.max_repairs)
         sent = request if request is not None else self.plan.build(messages)

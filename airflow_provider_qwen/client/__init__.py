@@ -9,6 +9,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from airflow_provider_qwen.client.assembly import StreamAssembler
     from airflow_provider_qwen.client.client import AsyncQwenClient, QwenClient
     from airflow_provider_qwen.client.cost import Cost, CostLedger, Price, PriceTable
     from airflow_provider_qwen.client.errors import (
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from airflow_provider_qwen.client.models import ChatCompletion, ChatCompletionChunk, ToolCall, Usage
     from airflow_provider_qwen.client.request import ChatRequest, build_request
     from airflow_provider_qwen.client.retry import RetryPolicy
-    from airflow_provider_qwen.client.streaming import AsyncChatStream, ChatStream, StreamAssembler
+    from airflow_provider_qwen.client.streaming import AsyncChatStream, ChatStream
 
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["QwenClient", "AsyncQwenClient"], "client"),
@@ -63,7 +64,8 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["ChatCompletion", "ChatCompletionChunk", "ToolCall", "Usage"], "models"),
     **dict.fromkeys(["ChatRequest", "build_request"], "request"),
     "RetryPolicy": "retry",
-    **dict.fromkeys(["AsyncChatStream", "ChatStream", "StreamAssembler"], "streaming"),
+    **dict.fromkeys(["AsyncChatStream", "ChatStream"], "streaming"),
+    "StreamAssembler": "assembly",
 }
 
 __all__ = [

@@ -144,7 +144,7 @@ class QwenToolCallOperator(QwenBaseOperator):
         return self._structured(messages, cost) if self.single_output else self._calls(messages, cost)
 
     def _structured(self, messages: list[dict[str, Any]], cost: TaskCost) -> Any:
-        from airflow_provider_qwen.client.structured import RepairLoop
+        from airflow_provider_qwen.client.repair import RepairLoop
 
         (spec,) = self.specs.values()
         loop = RepairLoop(
@@ -162,7 +162,8 @@ class QwenToolCallOperator(QwenBaseOperator):
 
     def _calls(self, messages: list[dict[str, Any]], cost: TaskCost) -> list[dict[str, Any]]:
         """All calls, each validated; failed ones are repaired and replaced by the repair turn's calls."""
-        from airflow_provider_qwen.client.structured import check_tool_calls, repair_calls_messages
+        from airflow_provider_qwen.client.repair import repair_calls_messages
+        from airflow_provider_qwen.client.structured import check_tool_calls
 
         accepted: list[CheckedCall] = []
         overrides: dict[str, Any] = {}

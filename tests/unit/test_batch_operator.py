@@ -337,12 +337,12 @@ def test_chunk_is_none_for_a_whole_item_under_strict_undefined(mocker):
 
 
 def test_requests_per_minute_caps_the_start_rate(mocker):
-    import itertools
     import time
 
     starts = []
     with_async_client(mocker, lambda r: starts.append(time.monotonic()) or echo(r))
     run(batch(items=[f"d{i}" for i in range(6)], requests_per_minute=3000), BatchTI())  # one per 20 ms
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert len(starts) == 6
-    assert min(gaps) >= 0.018
+    # a lower bound only (load can slow starts, never speed them); spacing itself is tested with a
+    # fake clock in test_batch_limiter.py
+    assert starts[-1] - starts[0] >= 5 * 0.020 * 0.95

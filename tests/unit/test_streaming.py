@@ -9,6 +9,7 @@ import httpx
 import pytest
 import respx
 
+from airflow_provider_qwen.client.assembly import StreamAssembler
 from airflow_provider_qwen.client.client import QwenClient
 from airflow_provider_qwen.client.errors import (
     AuthenticationError,
@@ -18,7 +19,6 @@ from airflow_provider_qwen.client.errors import (
 )
 from airflow_provider_qwen.client.models import ChatCompletion, ChatCompletionChunk
 from airflow_provider_qwen.client.request import build_request
-from airflow_provider_qwen.client.streaming import StreamAssembler
 from tests.unit.client_helpers import (
     BASE_URL,
     CHAT_URL,

@@ -12,13 +12,12 @@ from pydantic import BaseModel, Field
 
 from airflow_provider_qwen.client.errors import InvalidRequestError, StructuredOutputError
 from airflow_provider_qwen.client.models import ChatCompletion
+from airflow_provider_qwen.client.repair import RepairLoop, repair_calls_messages, repair_messages
 from airflow_provider_qwen.client.request import build_request
 from airflow_provider_qwen.client.structured import (
     check_tool_calls,
     normalize_schema,
     parse_arguments,
-    repair_calls_messages,
-    repair_messages,
     structured_value,
     tool_spec,
     tool_specs,
@@ -366,3 +365,25 @@ def test_repair_calls_answers_every_call():
     assert turn[2]["tool_call_id"] == "call_1"  # a missing id gets a stand-in the echo shares
     assert turn[0]["tool_calls"][1]["id"] == "call_1"
     assert "city: Field required" in turn[2]["content"]
+
+
+def test_repair_loop_repairs_then_accepts():
+    spec = tool_spec(Invoice)
+    seen: list[tuple[list[str], int]] = []
+    loop = RepairLoop(
+        spec, [{"role": "user", "content": "go"}], max_repairs=2, on_repair=lambda e, t: seen.append((e, t))
+    )
+    assert loop.accept(completion(("c1", "Invoice", "{not json"))) is False
+    assert len(loop.messages) == 3  # the user turn, the echoed call, the tool answer with the errors
+    assert loop.messages[-1]["role"] == "tool"
+    assert seen[0][1] == 0
+    assert loop.accept(completion(("c2", "Invoice", json.dumps(GOOD_INVOICE)))) is True
+    assert loop.value["issued"] == "2024-05-01"
+
+
+def test_repair_loop_gives_up_after_max_repairs():
+    loop = RepairLoop(tool_spec(Invoice), [{"role": "user", "content": "go"}], max_repairs=1)
+    assert loop.accept(completion(("c1", "Invoice", "{}"))) is False
+    with pytest.raises(StructuredOutputError, match="still invalid after 1 repair") as raised:
+        loop.accept(completion(("c2", "Invoice", "{}")))
+    assert raised.value.errors
