@@ -76,10 +76,24 @@ def sentences(text: str) -> list[str]:
     return [" ".join(p.split()) for p in parts if p.strip()]
 
 
+def material(text: str) -> str:
+    """The part of a prompt that carries its content: from the longest paragraph on.
+
+    Prompts usually put instructions first and the document after them, so an extractive summary
+    of the whole message would only repeat the instructions.
+    """
+    paragraphs = [p for p in re.split(r"\n\s*\n", text) if p.strip()]
+    if len(paragraphs) < 2:
+        return text
+    longest = max(range(len(paragraphs)), key=lambda i: len(paragraphs[i]))
+    return "\n\n".join(paragraphs[longest:])
+
+
 def summarize(text: str, *, max_sentences: int = SUMMARY_SENTENCES, max_chars: int = SUMMARY_CHARS) -> str:
-    """The first sentences of ``text``, at most ``max_chars`` characters (cut on a word)."""
+    """The first sentences of the prompt's content (``material``), at most ``max_chars`` characters."""
     chosen: list[str] = []
-    for sentence in sentences(text)[:max_sentences]:
+    content = [s.lstrip("-*• ") for s in sentences(material(text)) if not s.endswith(":")]
+    for sentence in content[:max_sentences]:
         if chosen and len(" ".join([*chosen, sentence])) > max_chars:
             break
         chosen.append(sentence)
