@@ -325,8 +325,11 @@ class QwenHook(BaseHook):
         return True, f"Connected to {config.base_url}: balance {amount} {currency}."
 
     def refresh_prices(self) -> PriceTable:
-        """Fetch the live price table and use it over the shipped and connection prices."""
+        """Fetch the live price table: it replaces the shipped prices; the connection's overrides
+        (negotiated prices, models the service does not list) still win."""
+        from airflow_provider_qwen.client.cost import PriceTable
+
         live = self.get_client().fetch_prices()
-        table = self.config.prices.with_overrides(live.as_dict())
+        table = PriceTable().with_overrides(live.as_dict()).with_overrides(self.config.price_overrides)
         self.prices = table
         return table

@@ -325,7 +325,7 @@ def test_test_connection_reports_a_missing_connection(monkeypatch: pytest.Monkey
 # -- prices ----------------------------------------------------------------------------------------
 
 
-def test_refresh_prices_merges_the_live_table_over_shipped_and_overrides(mocker: Any, service: Any):
+def test_refresh_prices_merges_the_live_table_over_shipped_under_overrides(mocker: Any, service: Any):
     hook = make_hook(
         mocker,
         prices={MODEL: {"input": 9, "output": 9}, "my/local-model": {"input": 1, "output": 2}},
@@ -364,8 +364,8 @@ def test_refresh_prices_merges_the_live_table_over_shipped_and_overrides(mocker:
     assert isinstance(table, PriceTable)
     assert hook.prices is table
     assert client.prices is table  # estimates of the live client use it too
-    assert table.get(MODEL) == Price(Decimal("2.6"), Decimal("7.8"), Decimal("0.52"))  # live wins
-    assert table.get("alibaba/qwen-turbo") == Price(Decimal("100"), Decimal("200"))  # price / per, per 1M
+    assert table.get(MODEL) == Price(Decimal(9), Decimal(9))  # the connection's override still wins
+    assert table.get("alibaba/qwen-turbo") == Price(Decimal("100"), Decimal("200"))  # live, per 1M
     assert table.get("my/local-model") == Price(Decimal(1), Decimal(2))  # override kept
     assert table.get("alibaba/qwen-plus") == PriceTable().get("alibaba/qwen-plus")  # shipped kept
 
