@@ -9,8 +9,10 @@ import json
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -48,10 +50,43 @@ CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 USER_AGENT = f"airflow-provider-qwen/{_version}"
 _PER_MILLION = Decimal(1_000_000)
 
+# Failures after the whole request went out: the server may have generated (and charged) the answer.
+FAILED_AFTER_SEND = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
+
+_RETRY_AFTER_SEND: ContextVar[bool] = ContextVar("qwen_retry_after_send", default=True)
+
 
 def new_client_request_id() -> str:
     """A fresh ``X-Client-Request-Id``: ``qwen-`` and 32 hex digits."""
     return "qwen-" + os.urandom(16).hex()
+
+
+@contextmanager
+def retries_after_send(allowed: bool) -> Iterator[None]:
+    """Within the block (this thread or asyncio task), whether calls whose ``retry_after_send`` is
+    not given retry a try that failed after its request was sent, which the service may have charged.
+
+    A budget uses ``retries_after_send(False)``: a call it reserved for once is then paid at most once.
+    """
+    token = _RETRY_AFTER_SEND.set(allowed)
+    try:
+        yield
+    finally:
+        _RETRY_AFTER_SEND.reset(token)
+
+
+@dataclass
+class CallTries:
+    """The tries of one logical call: whether one that failed after sending may be retried, and how
+    many did fail after sending (each possibly charged by the service)."""
+
+    retry_after_send: bool = True
+    unconfirmed: int = 0
+
+    @classmethod
+    def for_call(cls, retry_after_send: bool | None) -> CallTries:
+        """``retry_after_send`` as given, else as the enclosing ``retries_after_send`` block says."""
+        return cls(_RETRY_AFTER_SEND.get() if retry_after_send is None else retry_after_send)
 
 
 class BaseClient:
@@ -153,24 +188,33 @@ class BaseClient:
     def _redact(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret and self._secret in text else text
 
-    def _finish(self, completion: ChatCompletion, headers: httpx.Headers, model: str) -> ChatCompletion:
+    def _finish(
+        self, completion: ChatCompletion, headers: httpx.Headers, model: str, unconfirmed_tries: int = 0
+    ) -> ChatCompletion:
         meta = completion.meta
         cost = (
             (cost_from_meta(meta.usage) if meta is not None else None)
             or cost_from_headers(headers)
             or Cost.estimate(model, completion.usage, self.prices)
         )
-        return completion.bind(requested_model=model, inference_id=headers.get("x-inference-id"), cost=cost)
+        return completion.bind(
+            requested_model=model,
+            inference_id=headers.get("x-inference-id"),
+            cost=cost,
+            unconfirmed_tries=unconfirmed_tries,
+        )
 
-    def _completion(self, response: httpx.Response, model: str, rid: str) -> ChatCompletion:
+    def _completion(self, response: httpx.Response, model: str, rid: str, call: CallTries) -> ChatCompletion:
         content = response.content
         try:
             completion = ChatCompletion.model_validate_json(content)
         except ValidationError:
             completion = None
         if completion is None or not completion.choices:
-            raise self._invalid(response, rid, "the answer is not a chat completion", content)
-        return self._finish(completion, response.headers, model)
+            error = self._invalid(response, rid, "the answer is not a chat completion", content)
+            error.unconfirmed_tries = call.unconfirmed
+            raise error
+        return self._finish(completion, response.headers, model, call.unconfirmed)
 
     def _invalid(self, response: httpx.Response, rid: str, what: str, content: bytes) -> InvalidResponseError:
         text = content[:300].decode("utf-8", "replace")
@@ -194,12 +238,38 @@ class BaseClient:
             redact=self._secret,
         )
 
+    def _transport_failure(
+        self,
+        exc: httpx.TransportError,
+        url: str,
+        rid: str,
+        call: CallTries,
+        retries_taken: int,
+        *,
+        answered: bool,
+    ) -> tuple[QwenError, float | None]:
+        """A try that failed in transport: its error, and the delay before a retry (None: give up).
+
+        A failure after the request was sent, before any answer (``answered``: an error status whose
+        body could not be read, never charged), is counted on ``call``: the service may have charged
+        it. It is retried only when ``call.retry_after_send``.
+        """
+        error = self._transport_error(exc, url, rid)
+        if not answered and isinstance(exc, FAILED_AFTER_SEND):
+            call.unconfirmed += 1
+            if not call.retry_after_send:
+                return error, None
+        return error, self.retry.next_delay(retries_taken)
+
     def _transport_error(self, exc: httpx.TransportError, url: str, rid: str) -> QwenError:
         detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if isinstance(exc, httpx.TimeoutException):
             return APITimeoutError(
                 self._redact(f"no answer from {url} in time ({detail})"), client_request_id=rid
             )
+        if isinstance(exc, FAILED_AFTER_SEND):
+            message = f"the connection to {url} broke after the request was sent, before a whole answer"
+            return APIConnectionError(self._redact(f"{message} ({detail})"), client_request_id=rid)
         return APIConnectionError(self._redact(f"could not reach {url} ({detail})"), client_request_id=rid)
 
     def _json(self, response: httpx.Response, rid: str) -> Any:
@@ -241,11 +311,15 @@ class BaseClient:
             )
         return PriceTable(prices)
 
-    def _log_retry(self, rid: str, error: QwenError, retries_taken: int, delay: float) -> None:
-        log.info(
-            "Qwen request %s failed (%s); retry %d of %d in %.2f s",
+    def _log_retry(
+        self, rid: str, error: QwenError, retries_taken: int, delay: float, *, maybe_paid: bool = False
+    ) -> None:
+        log.log(
+            logging.WARNING if maybe_paid else logging.INFO,
+            "Qwen request %s failed (%s)%s; retry %d of %d in %.2f s",
             rid,
             error,
+            "; the service may have charged that try" if maybe_paid else "",
             retries_taken + 1,
             self.retry.max_retries,
             delay,

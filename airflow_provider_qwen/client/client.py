@@ -3,6 +3,9 @@
 One logical call = one ``X-Client-Request-Id`` sent on each of its tries; failed tries are
 retried per ``retry.RetryPolicy``; answers are parsed leniently into ``ChatCompletion`` and bound
 to the requested model, the ``x-inference-id`` and the cost (reported, else estimated).
+Tries that failed after their request was sent (a read timeout, an answer cut mid-transfer) may
+have been charged: their count is ``unconfirmed_tries`` on the completion or the error, and
+``retry_after_send=False`` (or a ``retries_after_send(False)`` block) stops retrying them.
 Errors are the ``errors`` tree and never carry the API key. No Airflow import here.
 """
 
@@ -18,7 +21,13 @@ from typing import Any
 import httpx
 
 from airflow_provider_qwen import DEFAULT_BASE_URL, DEFAULT_MAX_RETRIES, DEFAULT_MODEL, DEFAULT_TIMEOUT
-from airflow_provider_qwen.client._base import CONNECT_TIMEOUT, BaseClient, new_client_request_id
+from airflow_provider_qwen.client._base import (
+    CONNECT_TIMEOUT,
+    BaseClient,
+    CallTries,
+    new_client_request_id,
+    retries_after_send,
+)
 from airflow_provider_qwen.client.cost import PriceTable
 from airflow_provider_qwen.client.errors import QwenError
 from airflow_provider_qwen.client.models import ChatCompletion
@@ -26,7 +35,7 @@ from airflow_provider_qwen.client.request import ChatRequest
 from airflow_provider_qwen.client.retry import RetryPolicy
 from airflow_provider_qwen.client.streaming import AsyncChatStream, ChatStream
 
-__all__ = ["AsyncChatStream", "AsyncQwenClient", "ChatStream", "QwenClient"]
+__all__ = ["AsyncChatStream", "AsyncQwenClient", "ChatStream", "QwenClient", "retries_after_send"]
 
 # httpcore's pool does work quadratic in its connections on every request; several small pools
 # used in turn keep a 50-way batch at 0.7 ms of CPU per request instead of 3.5 ms (measured).
@@ -73,31 +82,48 @@ class QwenClient(BaseClient):
         """Validate the parameters, send one chat request, return the completion."""
         return self.send(self._build(messages, model, params))
 
-    def send(self, request: ChatRequest, *, client_request_id: str | None = None) -> ChatCompletion:
-        """Send a validated request; a ``stream=True`` one is streamed and assembled."""
+    def send(
+        self,
+        request: ChatRequest,
+        *,
+        client_request_id: str | None = None,
+        retry_after_send: bool | None = None,
+    ) -> ChatCompletion:
+        """Send a validated request; a ``stream=True`` one is streamed and assembled.
+
+        ``retry_after_send=False``: a try that failed after the request was sent (and may have been
+        charged) is not retried; None: as the enclosing ``retries_after_send`` block says (default yes).
+        """
         content, headers, rid = self._prepare(request, client_request_id)
+        call = CallTries.for_call(retry_after_send)
         if request.stream:
-            return self._open_stream(request, content, headers, rid).get_final_completion()
-        response = self._request("POST", self._chat_url, rid, content=content, headers=headers)
-        return self._completion(response, request.model, rid)
+            stream = self._open_stream(request, content, headers, rid, call)
+            try:
+                return stream.get_final_completion()
+            except QwenError as exc:
+                exc.unconfirmed_tries = max(exc.unconfirmed_tries, call.unconfirmed)
+                raise
+        response = self._request("POST", self._chat_url, rid, call, content=content, headers=headers)
+        return self._completion(response, request.model, rid, call)
 
     def stream(
         self,
         request: ChatRequest | str | Sequence[Mapping[str, Any]],
         *,
         model: str | None = None,
+        retry_after_send: bool | None = None,
         **params: Any,
     ) -> ChatStream:
-        """Stream a completion: iterate the chunks, then read ``.completion``."""
+        """Stream a completion: iterate the chunks, then read ``.completion`` (retry_after_send: see send)."""
         request = self._stream_request(request, model, params)
         content, headers, rid = self._prepare(request, None)
-        return self._open_stream(request, content, headers, rid)
+        return self._open_stream(request, content, headers, rid, CallTries.for_call(retry_after_send))
 
     def get_balance(self) -> dict[str, Any]:
         """The account balance (``GET /v2/billing``): an authenticated call that costs nothing."""
         rid = new_client_request_id()
         headers = {**self._headers, "X-Client-Request-Id": rid}
-        return self._balance(self._request("GET", self._billing_url, rid, headers=headers), rid)
+        return self._balance(self._request("GET", self._billing_url, rid, CallTries(), headers=headers), rid)
 
     def list_models(self, *, include_pricing: bool = False) -> list[dict[str, Any]]:
         """The models the service offers (``GET {base_url}/models``)."""
@@ -112,16 +138,17 @@ class QwenClient(BaseClient):
     def _list_models(self, params: dict[str, str] | None) -> tuple[list[dict[str, Any]], httpx.Response, str]:
         rid = new_client_request_id()
         headers = {**self._headers, "X-Client-Request-Id": rid}
-        response = self._request("GET", f"{self.base_url}/models", rid, headers=headers, params=params)
+        url = f"{self.base_url}/models"
+        response = self._request("GET", url, rid, CallTries(), headers=headers, params=params)
         return self._models(response, rid), response, rid
 
     def _open_stream(
-        self, request: ChatRequest, content: bytes, headers: dict[str, str], rid: str
+        self, request: ChatRequest, content: bytes, headers: dict[str, str], rid: str, call: CallTries
     ) -> ChatStream:
         @contextmanager
         def opener() -> Iterator[httpx.Response]:
             response = self._request(
-                "POST", self._chat_url, rid, content=content, headers=headers, stream=True
+                "POST", self._chat_url, rid, call, content=content, headers=headers, stream=True
             )
             try:
                 yield response
@@ -130,17 +157,21 @@ class QwenClient(BaseClient):
 
         return ChatStream(
             opener,
-            lambda completion, h: self._finish(completion, h, request.model),
+            lambda completion, h: self._finish(completion, h, request.model, call.unconfirmed),
             client_request_id=rid,
             redact=self._redact,
         )
 
     def _request(
-        self, method: str, url: str, rid: str, *, stream: bool = False, **kwargs: Any
+        self, method: str, url: str, rid: str, call: CallTries, *, stream: bool = False, **kwargs: Any
     ) -> httpx.Response:
-        """One logical call: tries until a 2xx answer, a final error, or retries run out."""
+        """One logical call: tries until a 2xx answer, a final error, or retries run out.
+
+        ``call`` counts the tries that failed after sending; the error raised carries that count.
+        """
         retries_taken = 0
         while True:
+            response: httpx.Response | None = None
             try:
                 request = self._http.build_request(method, url, timeout=self._timeout, **kwargs)
                 response = self._http.send(request, stream=stream)
@@ -152,18 +183,22 @@ class QwenClient(BaseClient):
                     finally:
                         response.close()
             except httpx.TransportError as exc:
-                error: QwenError = self._transport_error(exc, url, rid)
-                delay = self.retry.next_delay(retries_taken)
+                unconfirmed = call.unconfirmed
+                error, delay = self._transport_failure(
+                    exc, url, rid, call, retries_taken, answered=response is not None
+                )
+                maybe_paid = call.unconfirmed > unconfirmed
                 cause: BaseException | None = exc
             else:
                 error = self._status_error(response, rid)
                 delay = self.retry.next_delay(
                     retries_taken, status_code=response.status_code, headers=response.headers
                 )
-                cause = None
+                maybe_paid, cause = False, None
             if delay is None:
+                error.unconfirmed_tries = call.unconfirmed
                 raise error from cause
-            self._log_retry(rid, error, retries_taken, delay)
+            self._log_retry(rid, error, retries_taken, delay, maybe_paid=maybe_paid)
             self.retry.sleep(delay)
             retries_taken += 1
 
@@ -225,31 +260,48 @@ class AsyncQwenClient(BaseClient):
         """Validate the parameters, send one chat request, return the completion."""
         return await self.send(self._build(messages, model, params))
 
-    async def send(self, request: ChatRequest, *, client_request_id: str | None = None) -> ChatCompletion:
-        """Send a validated request; a ``stream=True`` one is streamed and assembled."""
+    async def send(
+        self,
+        request: ChatRequest,
+        *,
+        client_request_id: str | None = None,
+        retry_after_send: bool | None = None,
+    ) -> ChatCompletion:
+        """Send a validated request; a ``stream=True`` one is streamed and assembled.
+
+        ``retry_after_send``: as in ``QwenClient.send``.
+        """
         content, headers, rid = self._prepare(request, client_request_id)
+        call = CallTries.for_call(retry_after_send)
         if request.stream:
-            return await self._open_stream(request, content, headers, rid).get_final_completion()
-        response = await self._request("POST", self._chat_url, rid, content=content, headers=headers)
-        return self._completion(response, request.model, rid)
+            stream = self._open_stream(request, content, headers, rid, call)
+            try:
+                return await stream.get_final_completion()
+            except QwenError as exc:
+                exc.unconfirmed_tries = max(exc.unconfirmed_tries, call.unconfirmed)
+                raise
+        response = await self._request("POST", self._chat_url, rid, call, content=content, headers=headers)
+        return self._completion(response, request.model, rid, call)
 
     def stream(
         self,
         request: ChatRequest | str | Sequence[Mapping[str, Any]],
         *,
         model: str | None = None,
+        retry_after_send: bool | None = None,
         **params: Any,
     ) -> AsyncChatStream:
         """Stream a completion: ``async for`` the chunks, then read ``.completion``."""
         request = self._stream_request(request, model, params)
         content, headers, rid = self._prepare(request, None)
-        return self._open_stream(request, content, headers, rid)
+        return self._open_stream(request, content, headers, rid, CallTries.for_call(retry_after_send))
 
     async def get_balance(self) -> dict[str, Any]:
         """The account balance (``GET /v2/billing``): an authenticated call that costs nothing."""
         rid = new_client_request_id()
         headers = {**self._headers, "X-Client-Request-Id": rid}
-        return self._balance(await self._request("GET", self._billing_url, rid, headers=headers), rid)
+        response = await self._request("GET", self._billing_url, rid, CallTries(), headers=headers)
+        return self._balance(response, rid)
 
     async def list_models(self, *, include_pricing: bool = False) -> list[dict[str, Any]]:
         """The models the service offers (``GET {base_url}/models``)."""
@@ -266,16 +318,17 @@ class AsyncQwenClient(BaseClient):
     ) -> tuple[list[dict[str, Any]], httpx.Response, str]:
         rid = new_client_request_id()
         headers = {**self._headers, "X-Client-Request-Id": rid}
-        response = await self._request("GET", f"{self.base_url}/models", rid, headers=headers, params=params)
+        url = f"{self.base_url}/models"
+        response = await self._request("GET", url, rid, CallTries(), headers=headers, params=params)
         return self._models(response, rid), response, rid
 
     def _open_stream(
-        self, request: ChatRequest, content: bytes, headers: dict[str, str], rid: str
+        self, request: ChatRequest, content: bytes, headers: dict[str, str], rid: str, call: CallTries
     ) -> AsyncChatStream:
         @asynccontextmanager
         async def opener() -> AsyncIterator[httpx.Response]:
             response = await self._request(
-                "POST", self._chat_url, rid, content=content, headers=headers, stream=True
+                "POST", self._chat_url, rid, call, content=content, headers=headers, stream=True
             )
             try:
                 yield response
@@ -284,18 +337,19 @@ class AsyncQwenClient(BaseClient):
 
         return AsyncChatStream(
             opener,
-            lambda completion, h: self._finish(completion, h, request.model),
+            lambda completion, h: self._finish(completion, h, request.model, call.unconfirmed),
             client_request_id=rid,
             redact=self._redact,
         )
 
     async def _request(
-        self, method: str, url: str, rid: str, *, stream: bool = False, **kwargs: Any
+        self, method: str, url: str, rid: str, call: CallTries, *, stream: bool = False, **kwargs: Any
     ) -> httpx.Response:
-        """One logical call: tries until a 2xx answer, a final error, or retries run out."""
+        """One logical call: tries until a 2xx answer, a final error, or retries run out (see QwenClient)."""
         retries_taken = 0
         http = next(self._next_pool)
         while True:
+            response: httpx.Response | None = None
             try:
                 request = http.build_request(method, url, timeout=self._timeout, **kwargs)
                 response = await http.send(request, stream=stream)
@@ -307,18 +361,22 @@ class AsyncQwenClient(BaseClient):
                     finally:
                         await response.aclose()
             except httpx.TransportError as exc:
-                error: QwenError = self._transport_error(exc, url, rid)
-                delay = self.retry.next_delay(retries_taken)
+                unconfirmed = call.unconfirmed
+                error, delay = self._transport_failure(
+                    exc, url, rid, call, retries_taken, answered=response is not None
+                )
+                maybe_paid = call.unconfirmed > unconfirmed
                 cause: BaseException | None = exc
             else:
                 error = self._status_error(response, rid)
                 delay = self.retry.next_delay(
                     retries_taken, status_code=response.status_code, headers=response.headers
                 )
-                cause = None
+                maybe_paid, cause = False, None
             if delay is None:
+                error.unconfirmed_tries = call.unconfirmed
                 raise error from cause
-            self._log_retry(rid, error, retries_taken, delay)
+            self._log_retry(rid, error, retries_taken, delay, maybe_paid=maybe_paid)
             await self.retry.async_sleep(delay)
             retries_taken += 1
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from airflow_provider_qwen.client.models import ChatCompletion, MetaUsage, Usage
+    from airflow_provider_qwen.client.request import ChatRequest
 
 CREDITS_PER_USD = 2_000_000
 PER_MILLION = Decimal(1_000_000)
@@ -99,6 +100,11 @@ def _shipped_prices() -> dict[str, Price]:
     return {model: Price.parse(value) for model, value in data["models"].items()}
 
 
+def usd_text(amount: Decimal) -> str:
+    """An exact USD amount as plain decimal text ("0.0000005", never "5E-7"): how records carry USD."""
+    return format(amount.normalize(), "f")
+
+
 def usd_from_credits(credits: int) -> Decimal:
     return Decimal(credits) / CREDITS_PER_USD
 
@@ -170,6 +176,53 @@ def estimate_prompt_tokens(text: str) -> int:
     return len(text.encode("utf-8")) // 2 + 8
 
 
+def estimate_text_tokens(text: str) -> int:
+    """Tokens of generated text, estimated high like the prompt: one per two UTF-8 bytes, rounded up."""
+    return -(-len(text.encode("utf-8")) // 2)
+
+
+def request_text(request: ChatRequest) -> str:
+    """All the text a request sends, tools included: the input to a conservative token estimate."""
+    body = request.to_body()
+    return json.dumps(body.get("messages", []), ensure_ascii=False) + json.dumps(
+        body.get("tools", []), ensure_ascii=False
+    )
+
+
+def output_cap(request: ChatRequest) -> int:
+    """The request's output token cap (``max_completion_tokens``, else ``max_tokens``); 0 if unbounded."""
+    return int(request.max_completion_tokens or request.max_tokens or 0)
+
+
+def worst_case_usd(request: ChatRequest, prices: PriceTable) -> Decimal:
+    """The most a request can cost: estimated prompt tokens plus the output cap at the output price.
+
+    Without ``max_completion_tokens``/``max_tokens`` the output is unbounded; only the prompt counts.
+    """
+    price, _ = prices.price_for(request.model)
+    return price.usd(estimate_prompt_tokens(request_text(request)), output_cap(request))
+
+
+def generated_text(completion: ChatCompletion) -> tuple[str, str]:
+    """(answer text, reasoning text) a completion holds: content and tool calls, and reasoning."""
+    calls = "".join(call.function.name + call.function.arguments for call in completion.tool_calls)
+    return (completion.content or "") + calls, completion.reasoning_content or ""
+
+
+def estimated_usage(prompt: int, completion: int, reasoning: int = 0) -> Usage:
+    """A Usage of estimated token counts (``completion`` includes ``reasoning``, as on the wire)."""
+    from airflow_provider_qwen.client.models import Usage
+
+    return Usage.model_validate(
+        {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "completion_tokens_details": {"reasoning_tokens": reasoning},
+        }
+    )
+
+
 @dataclass
 class CostLedger:
     """Sums usage and cost of many responses exactly; safe to share between threads."""
@@ -224,7 +277,7 @@ class CostLedger:
             "reasoning_tokens": self.reasoning_tokens,
             "total_tokens": self.total_tokens,
             "credits_used": self.cost.credits_used,
-            "usd_spent": str(self.cost.usd_spent),
+            "usd_spent": usd_text(self.cost.usd_spent),
             "estimated": self.cost.estimated,
             "try_number": try_number,
         }

@@ -11,13 +11,18 @@ if TYPE_CHECKING:
     from airflow_provider_qwen.client.cost import Cost
     from airflow_provider_qwen.client.models import ChatCompletion
 
+# How a StreamError raised for an error chunk (or ``event: error``) begins; streaming.py writes it.
+SERVICE_STREAM_ERROR = "the service reported an error mid-stream"
+
 
 class QwenError(Exception):
     """Base of every error this provider raises.
 
     ``status_code`` is the HTTP status (``None`` before or without an answer), ``inference_id`` the
     service's ``x-inference-id`` (where a charge would be recorded) and ``client_request_id`` the
-    ``X-Client-Request-Id`` sent with every try of the call.
+    ``X-Client-Request-Id`` sent with every try of the call. ``unconfirmed_tries`` counts the tries
+    of the call (the last one included) that failed after their request was sent, a read timeout or
+    an answer cut mid-transfer: the service may have finished and charged them.
     """
 
     def __init__(
@@ -35,6 +40,7 @@ class QwenError(Exception):
         self.inference_id = inference_id
         self.client_request_id = client_request_id
         self.body = body
+        self.unconfirmed_tries = 0
 
     def __str__(self) -> str:
         parts = [self.message]
@@ -123,6 +129,14 @@ class StreamError(QwenError):
     """
 
     partial: ChatCompletion | None = None
+
+    @property
+    def reported_by_service(self) -> bool:
+        """Whether the service sent the error (an error chunk): a failed generation, documented as unpaid.
+
+        Any other stream failure (cut, timed out, unreadable, ended early) may follow a paid generation.
+        """
+        return self.message.startswith(SERVICE_STREAM_ERROR)
 
 
 class StructuredOutputError(QwenError):

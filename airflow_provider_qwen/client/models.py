@@ -8,15 +8,38 @@ wire fields and adds the conveniences of the public contract (``content``, ``cos
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from airflow_provider_qwen.client.cost import Cost, cost_from_meta
 
 
 class _Lenient(BaseModel):
+    """Unknown keys kept; ``null`` where a field has a non-null default means that default.
+
+    Some backends send ``"id": null``, ``"delta": null`` or ``"choices": null``; one such chunk must
+    not fail a paid stream that cannot be retried.
+    """
+
     model_config = ConfigDict(extra="allow", populate_by_name=True)
+    _null_means_default: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        keys = set()
+        for name, info in cls.model_fields.items():
+            if info.default_factory is not None or (info.default is not None and not info.is_required()):
+                keys.update({name, info.alias or name})
+        cls._null_means_default = frozenset(keys)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict) and None in data.values():
+            return {k: v for k, v in data.items() if v is not None or k not in cls._null_means_default}
+        return data
 
 
 class FunctionCall(_Lenient):
@@ -94,6 +117,7 @@ class ChatCompletion(_Lenient):
     _requested_model: str | None = PrivateAttr(default=None)
     _inference_id: str | None = PrivateAttr(default=None)
     _cost: Cost | None = PrivateAttr(default=None)
+    _unconfirmed_tries: int = PrivateAttr(default=0)
 
     def bind(
         self,
@@ -101,11 +125,13 @@ class ChatCompletion(_Lenient):
         requested_model: str | None,
         inference_id: str | None,
         cost: Cost | None = None,
+        unconfirmed_tries: int = 0,
     ) -> ChatCompletion:
         """Attach what comes from the request and the headers, not the body."""
         self._requested_model = requested_model
         self._inference_id = inference_id
         self._cost = cost
+        self._unconfirmed_tries = unconfirmed_tries
         return self
 
     @property
@@ -116,6 +142,11 @@ class ChatCompletion(_Lenient):
     @property
     def inference_id(self) -> str | None:
         return self._inference_id
+
+    @property
+    def unconfirmed_tries(self) -> int:
+        """Earlier tries of this call that failed after being sent (the service may have charged them)."""
+        return self._unconfirmed_tries
 
     @property
     def message(self) -> ResponseMessage:

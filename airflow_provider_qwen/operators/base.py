@@ -227,7 +227,7 @@ class QwenBaseOperator(BaseOperator):
         """One request through the hook: budget held before, charge recorded after (also on error)."""
         with cost.spending(request):
             completion = self.hook.get_client().send(request)
-            cost.add(completion)
+            cost.add(completion, request)
         return completion
 
     async def asend(self, request: ChatRequest, cost: TaskCost) -> ChatCompletion:
@@ -235,7 +235,7 @@ class QwenBaseOperator(BaseOperator):
         with cost.spending(request):
             client = await self.hook.aget_async_client()
             completion = await client.send(request)
-            cost.add(completion)
+            cost.add(completion, request)
         return completion
 
     def check_finish(self, completion: ChatCompletion, *, fail_on_truncation: bool) -> None:

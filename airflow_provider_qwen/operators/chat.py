@@ -66,7 +66,7 @@ class QwenChatOperator(QwenBaseOperator):
             for chunk in stream:
                 progress.update(chunk)
             completion = stream.completion
-            cost.add(completion)
+            cost.add(completion, request)
         progress.done(completion)
         return completion
 

@@ -3,9 +3,12 @@
 One ``TaskCost`` lives for one try of one task instance. Before each request it refuses one whose
 worst case would take the task (all its tries) past ``max_cost_usd`` or the DAG run (all its Qwen
 tasks) past ``dag_run_budget_usd``; after each response it records the charge exactly, also when
-the task then fails. At the end of the try it writes the try's record to a journal under the
-task folder (Airflow clears a task's XComs when a new try starts, the journal survives) and
-pushes the ``qwen_cost`` XCom: the task's figures over all its tries, with a ``tries`` breakdown.
+the task then fails. What may have been charged without a reported cost is recorded as an
+estimate: a stream cut before its usage chunk, and every try the client saw fail after its request
+was sent (``unconfirmed_tries``). At the end of the try it writes the try's record to a journal
+under the task folder (Airflow clears a task's XComs when a new try starts, the journal survives)
+and the operator pushes it as the ``qwen_cost`` XCom: the task's figures over all its tries, with
+a ``tries`` breakdown.
 """
 
 from __future__ import annotations
@@ -22,14 +25,25 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_provider_qwen.client.cost import CostLedger, PriceTable, estimate_prompt_tokens
-from airflow_provider_qwen.client.errors import BudgetExceededError, InvalidRequestError
+from airflow_provider_qwen.client.cost import (
+    Cost,
+    CostLedger,
+    PriceTable,
+    estimate_prompt_tokens,
+    estimate_text_tokens,
+    estimated_usage,
+    generated_text,
+    output_cap,
+    request_text,
+    usd_text,
+    worst_case_usd,
+)
+from airflow_provider_qwen.client.errors import BudgetExceededError, InvalidRequestError, StreamError
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
-    from airflow_provider_qwen.client.cost import Cost
-    from airflow_provider_qwen.client.models import ChatCompletion
+    from airflow_provider_qwen.client.models import ChatCompletion, Usage
     from airflow_provider_qwen.client.request import ChatRequest
 
 log = logging.getLogger(__name__)
@@ -66,11 +80,6 @@ def to_decimal(value: Any) -> Decimal:
         return Decimal(0)
 
 
-def usd_text(amount: Decimal) -> str:
-    """An exact USD amount as plain decimal text ("0.0000005", never "5E-7")."""
-    return format(amount.normalize(), "f")
-
-
 def record_tries(record: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The per-try records inside a ``qwen_cost`` record (a record without ``tries`` is one try)."""
     tries = record.get("tries")
@@ -99,24 +108,6 @@ def combine_records(
         tries=[dict(t) for t in tries],
     )
     return combined
-
-
-def request_text(request: ChatRequest) -> str:
-    """All the text a request sends, tools included: the input to a conservative token estimate."""
-    body = request.to_body()
-    return json.dumps(body.get("messages", []), ensure_ascii=False) + json.dumps(
-        body.get("tools", []), ensure_ascii=False
-    )
-
-
-def worst_case_usd(request: ChatRequest, prices: PriceTable) -> Decimal:
-    """The most a request can cost: estimated prompt tokens plus the output cap at the output price.
-
-    Without ``max_completion_tokens``/``max_tokens`` the output is unbounded; only the prompt counts.
-    """
-    price, _ = prices.price_for(request.model)
-    output_cap = request.max_completion_tokens or request.max_tokens or 0
-    return price.usd(estimate_prompt_tokens(request_text(request)), int(output_cap))
 
 
 def qwen_task_ids(dag: Any) -> list[str]:
@@ -309,14 +300,26 @@ class TaskCost:
         with self._lock:
             self.reserved_usd -= amount
 
+    @property
+    def has_budget(self) -> bool:
+        return self.max_cost_usd is not None or self.dag_run_budget_usd is not None
+
     @contextmanager
     def spending(self, request: ChatRequest) -> Iterator[None]:
-        """Hold ``request``'s worst case while it is in flight; record what a failure was charged."""
+        """Hold ``request``'s worst case while it is in flight; record what a failure was charged.
+
+        Under a budget the client does not retry a try that failed after its request was sent
+        (``retries_after_send(False)``): such a try may have been paid, and the worst case held is
+        for one paid try. The failure is recorded as an estimated charge and fails the call.
+        """
+        from airflow_provider_qwen.client.client import retries_after_send
+
         held = self.reserve(request)
         try:
-            yield
+            with retries_after_send(not self.has_budget):
+                yield
         except Exception as exc:
-            self.add_from_error(exc)
+            self.add_from_error(exc, request)
             raise
         finally:
             self.release(held)
@@ -327,33 +330,83 @@ class TaskCost:
         with self._lock:
             return self.by_model.setdefault(model, CostLedger())
 
-    def add(self, completion: ChatCompletion) -> None:
-        """Record one paid response."""
+    def add(self, completion: ChatCompletion, request: ChatRequest | None = None) -> None:
+        """Record one paid response, and an estimate for each earlier try of its call that may be paid."""
         self.ledger.add(completion)
         self._model_ledger(completion.model).add(completion)
+        self.add_unconfirmed(completion.unconfirmed_tries, completion.model, request, completion.usage)
 
     def add_charge(self, model: str, cost: Cost, usage: Any = None) -> None:
         """Record a charge that came without a parsed response."""
         self.ledger.add_charge(model, cost, usage)
         self._model_ledger(model).add_charge(model, cost, usage)
 
-    def add_from_error(self, error: BaseException) -> None:
-        """Record what a failed call was still charged for (a cut stream's usage, an unparsable 200)."""
-        partial = getattr(error, "partial", None)
-        if partial is not None and getattr(partial, "usage", None) is not None:
-            self.add(partial)
+    def add_unconfirmed(
+        self, tries: int, model: str, request: ChatRequest | None, usage: Usage | None = None
+    ) -> None:
+        """Record ``tries`` that failed after being sent, each as one estimated charge.
+
+        Each is priced as the call's answer (``usage``: the same prompt, the answer's length) when
+        one arrived, else as the request's estimated prompt and its output cap (0 if unbounded).
+        """
+        if tries <= 0:
             return
-        cost = getattr(error, "cost", None)
-        if cost is not None:
-            self.add_charge(self.model or "", cost)
+        if usage is not None:
+            tokens = estimated_usage(usage.prompt_tokens, usage.completion_tokens, usage.reasoning_tokens)
+        else:
+            prompt = estimate_prompt_tokens(request_text(request)) if request is not None else 0
+            tokens = estimated_usage(prompt, output_cap(request) if request is not None else 0)
+        cost = Cost.estimate(model, tokens, self.prices)
+        for _ in range(tries):
+            self.add_charge(model, cost, tokens)
+
+    def add_from_error(self, error: BaseException, request: ChatRequest | None = None) -> None:
+        """Record what a failed call may still have been charged for.
+
+        Exactly when the service said so (a cut stream's usage, an unparsable 200's cost headers);
+        estimated for a stream cut before its usage (prompt estimated from ``request``, completion
+        from the text that arrived) and for every try that failed after being sent.
+        """
+        partial: ChatCompletion | None = getattr(error, "partial", None)
+        unconfirmed = int(getattr(error, "unconfirmed_tries", 0) or 0)  # the partial may carry them too
+        if partial is None:
+            model = getattr(request, "model", None) or self.model or ""
+            cost = getattr(error, "cost", None)
+            if cost is not None:
+                self.add_charge(self.model or model, cost)
+            self.add_unconfirmed(unconfirmed, model, request)
+            return
+        model = partial.model or self.model or ""
+        if partial.usage is not None or (partial.meta is not None and partial.meta.usage is not None):
+            self.add(partial, request)  # what the stream reported, and the partial's unconfirmed tries
+            self.add_unconfirmed(unconfirmed - partial.unconfirmed_tries, model, request, partial.usage)
+            return
+        if not (isinstance(error, StreamError) and error.reported_by_service):
+            self.add_cut_stream(partial, request)
+        self.add_unconfirmed(max(unconfirmed, partial.unconfirmed_tries), model, request)
+
+    def add_cut_stream(self, partial: ChatCompletion, request: ChatRequest | None) -> None:
+        """Record a stream cut before its usage: the request's prompt and the text so far, estimated.
+
+        The completion estimate never passes the request's output cap: the service cannot bill more.
+        """
+        answer, reasoning = generated_text(partial)
+        thinking = estimate_text_tokens(reasoning)
+        completion = estimate_text_tokens(answer) + thinking
+        prompt, cap = 0, 0
+        if request is not None:
+            prompt, cap = estimate_prompt_tokens(request_text(request)), output_cap(request)
+        if cap:
+            completion, thinking = min(completion, cap), min(thinking, cap)
+        tokens = estimated_usage(prompt, completion, thinking)
+        model = partial.model or self.model or ""
+        self.add_charge(model, Cost.estimate(model, tokens, self.prices), tokens)
 
     # -- the records ------------------------------------------------------------------------
 
     def try_record(self, try_number: int | None = None) -> dict[str, Any]:
         """This try alone, stamped with its try number."""
-        record = self.ledger.record(model=self.model, try_number=try_number or self.try_number)
-        record["usd_spent"] = usd_text(self.ledger.usd_spent)
-        return record
+        return self.ledger.record(model=self.model, try_number=try_number or self.try_number)
 
     def record(self, try_number: int | None = None) -> dict[str, Any]:
         """The ``qwen_cost`` record: every try of this task instance so far, with a ``tries`` list."""
@@ -368,9 +421,3 @@ class TaskCost:
         except Exception as exc:
             log.warning("could not write the Qwen cost journal (a retry will not see this try): %s", exc)
         return self.record()
-
-    def push(self, context: Any) -> dict[str, Any]:
-        """Push the ``qwen_cost`` XCom for this try and return the record."""
-        record = self.record(getattr(context["ti"], "try_number", None))
-        context["ti"].xcom_push(key=COST_XCOM_KEY, value=record)
-        return record

@@ -195,3 +195,24 @@ def test_stream_chunks_parse_leniently():
         {"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}}
     )
     assert usage.usage.total_tokens == 5
+
+
+def test_null_where_a_field_has_a_default_means_the_default():
+    completion = ChatCompletion.model_validate(
+        {
+            "id": None,
+            "model": None,
+            "created": None,
+            "choices": None,
+            "usage": {"prompt_tokens": None, "completion_tokens": 3, "total_tokens": 3},
+            "vendor_field": None,
+        }
+    )
+    assert completion.id == ""
+    assert completion.choices == []
+    assert completion.usage.prompt_tokens == 0
+    assert completion.model_extra["vendor_field"] is None  # unknown keys are kept as sent
+    chunk = ChatCompletionChunk.model_validate(
+        {"id": None, "choices": [{"delta": None, "finish_reason": None}]}
+    )
+    assert chunk.choices[0].delta.content is None
