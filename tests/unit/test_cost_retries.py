@@ -11,7 +11,7 @@ from airflow.sdk import DAG
 from airflow_provider_qwen.client.errors import BudgetExceededError, QwenError, ServerError
 from airflow_provider_qwen.operators.base import QwenBaseOperator
 from airflow_provider_qwen.operators.chat import QwenChatOperator
-from airflow_provider_qwen.operators.cost import CostJournal
+from airflow_provider_qwen.operators.cost_journal import CostJournal
 from tests.unit.cost_fakes import FakeRun
 from tests.unit.operator_fakes import FakeTI, answer, run, with_client
 
