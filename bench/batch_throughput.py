@@ -170,16 +170,15 @@ def stand_in_operator(latency: float) -> Any:
             await asyncio.sleep(latency)
             return ChatCompletion.model_validate(reply).bind(requested_model=request.model, inference_id="x")
 
+        async def aclose(self) -> None:
+            pass
+
     class Hook:
         default_model = "alibaba/qwen3.7-max"
         prices = PriceTable()
-        client = Client()
 
-        async def aget_async_client(self) -> Client:
-            return self.client
-
-        def get_async_client(self) -> Client:
-            return self.client
+        async def anew_async_client(self, **_: Any) -> Client:
+            return Client()
 
     class StandIn(QwenBatchOperator):
         hook = Hook()  # type: ignore[assignment]

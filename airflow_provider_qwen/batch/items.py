@@ -11,6 +11,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_qwen.batch.checkpoint import Journal, request_key
@@ -76,13 +77,56 @@ class ItemOutcome:
     parts: int = 0
     resumed: bool = False
     truncated: bool = False
+    reused: Cost = field(default_factory=Cost)  # checkpointed work this try took instead of sending
+    reused_requests: int = 0
 
 
 @dataclass
 class _Spend:
+    """What producing one piece of work took: requests paid now, and checkpointed work reused."""
+
     requests: int = 0
     cost: Cost = field(default_factory=Cost)
     truncated: bool = False
+    reused_requests: int = 0
+    reused: Cost = field(default_factory=Cost)
+
+    def merge(self, other: _Spend) -> None:
+        self.requests += other.requests
+        self.cost = self.cost + other.cost
+        self.truncated = self.truncated or other.truncated
+        self.reused_requests += other.reused_requests
+        self.reused = self.reused + other.reused
+
+    def reuse(self, record: Mapping[str, Any]) -> None:
+        """Count a checkpoint record's recorded cost as reused (paid by the try that wrote it)."""
+        requests, cost = record_cost(record)
+        self.reused_requests += requests
+        self.reused = self.reused + cost
+
+    def record_fields(self) -> dict[str, Any]:
+        """The cost fields of a checkpoint record: the whole piece of work, whichever try paid for it."""
+        total = self.cost + self.reused
+        return {
+            "requests": self.requests + self.reused_requests,
+            "credits_used": total.credits_used,
+            "usd_spent": str(total.usd_spent),
+            "estimated": total.estimated,
+        }
+
+
+def record_cost(record: Mapping[str, Any]) -> tuple[int, Cost]:
+    """(requests, cost) a checkpoint record says its work took; zero for a record without them."""
+    try:
+        requests = int(record.get("requests") or 0)
+        cost = Cost(
+            int(record.get("credits_used") or 0),
+            Decimal(str(record.get("usd_spent") or "0")),
+            bool(record.get("estimated")),
+        )
+    except (TypeError, ValueError, InvalidOperation):
+        return 0, Cost()
+    return requests, cost
 
 
 def describe_error(exc: BaseException) -> str:
@@ -106,7 +150,14 @@ class ItemProcessor:
             return await self._process(index, spend)
         except Exception as exc:
             status = "unstarted" if isinstance(exc, BudgetExceededError) and not spend.requests else "failed"
-            return ItemOutcome(index, status, error=describe_error(exc), exception=exc)
+            return ItemOutcome(
+                index,
+                status,
+                error=describe_error(exc),
+                exception=exc,
+                reused=spend.reused,
+                reused_requests=spend.reused_requests,
+            )
 
     async def _process(self, index: int, spend: _Spend) -> ItemOutcome:
         item = self.plan.items[index]
@@ -115,6 +166,7 @@ class ItemProcessor:
         key = request_key(request)
         record = self.journal.get(key)
         if record is not None:
+            spend.reuse(record)
             return ItemOutcome(
                 index,
                 "ok",
@@ -123,6 +175,8 @@ class ItemProcessor:
                 parts=int(record.get("parts") or 0),
                 resumed=True,
                 truncated=bool(record.get("truncated")),
+                reused=spend.reused,
+                reused_requests=spend.reused_requests,
             )
         parts = self._parts(item, index, request)
         if parts is None:
@@ -139,10 +193,7 @@ class ItemProcessor:
                 "chunked": parts is not None,
                 "parts": len(parts or ()),
                 "truncated": spend.truncated,
-                "requests": spend.requests,
-                "credits_used": spend.cost.credits_used,
-                "usd_spent": str(spend.cost.usd_spent),
-                "estimated": spend.cost.estimated,
+                **spend.record_fields(),
             }
         )
         return ItemOutcome(
@@ -152,6 +203,8 @@ class ItemProcessor:
             chunked=parts is not None,
             parts=len(parts or ()),
             truncated=spend.truncated,
+            reused=spend.reused,
+            reused_requests=spend.reused_requests,
         )
 
     def _messages(self, prompt: str) -> list[dict[str, Any]]:
@@ -200,14 +253,24 @@ class ItemProcessor:
     async def _checkpointed_answer(
         self, index: int, messages: list[dict[str, Any]], spend: _Spend, kind: str
     ) -> Any:
-        """``_answer`` for a part or a reduce step, itself checkpointed (a kill mid-item loses little)."""
+        """``_answer`` for a part or a reduce step, itself checkpointed (a kill mid-item loses little).
+
+        Its record carries what its own requests cost; the item's record sums its parts.
+        """
         request = self.plan.build(messages)
         key = request_key(request)
         record = self.journal.get(key)
         if record is not None:
+            spend.reuse(record)
             return record.get("result")
-        value = await self._answer(messages, spend, request)
-        await self.journal.put({"key": key, "kind": kind, "index": index, "result": value})
+        own = _Spend()
+        try:
+            value = await self._answer(messages, own, request)
+        finally:
+            spend.merge(own)
+        await self.journal.put(
+            {"key": key, "kind": kind, "index": index, "result": value, **own.record_fields()}
+        )
         return value
 
     # -- long items: map-reduce -----------------------------------------------------------

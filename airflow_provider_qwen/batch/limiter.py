@@ -2,8 +2,9 @@
 
 ``AdaptiveLimiter`` bounds concurrency at ``max_concurrency`` and adapts like TCP (AIMD): a 429
 halves the limit (once per round trip, not once per rejected request), and every ``limit``
-successes in a row raise it by one, back up to the maximum. A server's ``Retry-After`` pauses
-every new request until it has passed; an optional requests-per-minute cap spaces starts evenly.
+successes in a row raise it by one, back up to the maximum. A server's ``Retry-After`` of up to
+``MAX_SERVER_DELAY`` pauses every new request until it has passed (a longer one is no pause: the
+runner stops the batch instead); an optional requests-per-minute cap spaces starts evenly.
 So a rate-limited account finishes its batch instead of failing it.
 """
 
@@ -13,7 +14,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-MAX_SERVER_DELAY = 120.0  # a longer Retry-After is not honoured as a pause (PROTOCOL.md)
+from airflow_provider_qwen.client.retry import MAX_SERVER_DELAY  # a longer Retry-After is no pause
 
 
 class AdaptiveLimiter:

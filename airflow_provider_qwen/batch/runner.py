@@ -1,9 +1,12 @@
 """The async scheduler: workers pull item indices, every request passes the limiter and the budget,
 and the outcomes become the aligned result list and the ``qwen_batch`` report.
 
-Rate limits are absorbed here (the item waits, the limit adapts, the request goes again); other
-failures fail their item only, except those no other item can escape (bad key, no credits,
-unknown model) and a spent budget: then no new item starts and the rest are reported unstarted.
+Rate limits are absorbed here (the item waits, the limit adapts, the request goes again) unless
+the server asks for a wait over ``MAX_SERVER_DELAY`` (120 s): PROTOCOL.md says such a delay stops
+retrying, and a limit of minutes means the account is spent for now, so that item fails and the
+batch stops. Other failures fail their item only, except those no other item can escape (bad key,
+no credits, unknown model) and a spent budget: then too no new item starts, and the rest are
+reported unstarted.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_qwen.batch.items import ItemOutcome, describe_error
 from airflow_provider_qwen.batch.limiter import AdaptiveLimiter
 from airflow_provider_qwen.batch.progress import PROGRESS_EVERY_S, BatchProgress
+from airflow_provider_qwen.client.cost import Cost
 from airflow_provider_qwen.client.errors import (
     AuthenticationError,
     BudgetExceededError,
@@ -27,6 +31,7 @@ from airflow_provider_qwen.client.errors import (
     QwenError,
     RateLimitError,
 )
+from airflow_provider_qwen.client.retry import MAX_SERVER_DELAY
 
 if TYPE_CHECKING:
     from airflow_provider_qwen.client.models import ChatCompletion
@@ -40,6 +45,13 @@ FATAL_ERRORS: tuple[type[BaseException], ...] = (AuthenticationError, Insufficie
 
 class BatchFailedError(QwenError):
     """More items failed (or were not started) than ``max_failures`` allows."""
+
+
+def long_rate_limit(exc: BaseException | None) -> float | None:
+    """The server's delay when ``exc`` is a 429 asking for more than ``MAX_SERVER_DELAY`` s, else None."""
+    if isinstance(exc, RateLimitError) and exc.retry_after is not None and exc.retry_after > MAX_SERVER_DELAY:
+        return exc.retry_after
+    return None
 
 
 @dataclass
@@ -63,12 +75,16 @@ class BatchReport:
     resumed: int = 0
     truncated: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
+    reused: Cost = field(default_factory=Cost)  # what the work taken from the checkpoint cost earlier
+    reused_requests: int = 0
     stopped: str | None = None
     stop_error: BaseException | None = field(default=None, repr=False)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def add(self, outcome: ItemOutcome) -> None:
         self.results[outcome.index] = outcome.result if outcome.status == "ok" else None
+        self.reused = self.reused + outcome.reused
+        self.reused_requests += outcome.reused_requests
         if outcome.status == "ok":
             self.succeeded += 1
             self.chunked += outcome.chunked
@@ -95,6 +111,12 @@ class BatchReport:
             "truncated": self.truncated,
             "errors": self.errors,
             "errors_not_listed": self.failed + self.unstarted - listed,
+            "reused": {
+                "requests": self.reused_requests,
+                "credits_used": self.reused.credits_used,
+                "usd_spent": str(self.reused.usd_spent),
+                "estimated": self.reused.estimated,
+            },
             "stopped": self.stopped,
             **self.extra,
         }
@@ -109,6 +131,8 @@ def allowed_failures(max_failures: int | float, total: int) -> int:
 
 class BatchRunner:
     """Runs ``process(index)`` over every index with ``max_concurrency`` workers; owns ``send``."""
+
+    sleep = staticmethod(asyncio.sleep)  # the backoff's wait; tests record it instead
 
     def __init__(
         self,
@@ -146,11 +170,15 @@ class BatchRunner:
             try:
                 completion = await self.send_once(request)
             except RateLimitError as exc:
+                if long_rate_limit(exc) is not None:
+                    await self.limiter.rate_limited_by_server(ticket, None)
+                    raise  # no retry (PROTOCOL.md); the batch stops starting items (_maybe_stop)
                 await self.limiter.rate_limited_by_server(ticket, exc.retry_after)
                 if attempt >= self.options.max_rate_limit_retries:
                     raise
-                if not exc.retry_after:  # the limiter pauses everyone for a Retry-After
-                    await asyncio.sleep(self.backoff(attempt))
+                if exc.retry_after is None or exc.retry_after <= 0:
+                    await self.sleep(self.backoff(attempt))
+                # else the limiter pauses every request, this one too, until the Retry-After passed
                 continue
             except BaseException:
                 await self.limiter.failed(ticket)
@@ -198,8 +226,14 @@ class BatchRunner:
         exc = outcome.exception
         if report.stopped or exc is None:
             return
+        delay = long_rate_limit(exc)
         if isinstance(exc, BudgetExceededError):
             report.stopped = f"budget: {exc}"
+        elif delay is not None:
+            report.stopped = (
+                f"rate limit: the server asked to wait {delay:.0f} s (over {MAX_SERVER_DELAY:.0f} s, so not "
+                "waited for); the account's limit is spent for now, a later retry resumes from the checkpoint"
+            )
         elif isinstance(exc, FATAL_ERRORS):
             report.stopped = f"fatal error no item can escape: {describe_error(exc)}"
         if report.stopped:

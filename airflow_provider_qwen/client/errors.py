@@ -12,7 +12,6 @@ if TYPE_CHECKING:
     from airflow_provider_qwen.client.models import ChatCompletion
 
 # How a StreamError raised for an error chunk (or ``event: error``) begins; streaming.py writes it.
-SERVICE_STREAM_ERROR = "the service reported an error mid-stream"
 
 
 class QwenError(Exception):
@@ -129,14 +128,9 @@ class StreamError(QwenError):
     """
 
     partial: ChatCompletion | None = None
-
-    @property
-    def reported_by_service(self) -> bool:
-        """Whether the service sent the error (an error chunk): a failed generation, documented as unpaid.
-
-        Any other stream failure (cut, timed out, unreadable, ended early) may follow a paid generation.
-        """
-        return self.message.startswith(SERVICE_STREAM_ERROR)
+    # True for an error the service sent (an error chunk): a failed generation, documented as
+    # unpaid. Any other stream failure (cut, timed out, unreadable) may follow a paid generation.
+    reported_by_service: bool = False
 
 
 class StructuredOutputError(QwenError):

@@ -61,11 +61,12 @@ class _StreamState:
         headers = self.response.headers if self.response is not None else httpx.Headers()
         return self._finish(self.assembler.completion(), headers)
 
-    def stream_error(self, message: str) -> StreamError:
+    def stream_error(self, message: str, *, reported_by_service: bool = False) -> StreamError:
         error = StreamError(
             self._redact(message), inference_id=self.inference_id, client_request_id=self.client_request_id
         )
         error.partial = self.partial()
+        error.reported_by_service = reported_by_service
         return error
 
     def body_kind(self, response: httpx.Response) -> str:
@@ -110,7 +111,9 @@ class _StreamState:
             self.seen_done = True
             return None
         if event.event == "error":
-            raise self.stream_error(f"the service reported an error mid-stream: {_error_text(data)}")
+            raise self.stream_error(
+                f"the service reported an error mid-stream: {_error_text(data)}", reported_by_service=True
+            )
         if not data:
             return None
         try:
@@ -119,7 +122,10 @@ class _StreamState:
             shown = data if len(data) <= 200 else data[:197] + "..."
             raise self.stream_error(f"stream event is not a chat.completion.chunk: {shown!r}") from None
         if chunk.error is not None:
-            raise self.stream_error(f"the service reported an error mid-stream: {_error_text(chunk.error)}")
+            raise self.stream_error(
+                f"the service reported an error mid-stream: {_error_text(chunk.error)}",
+                reported_by_service=True,
+            )
         self.assembler.add(chunk)
         return chunk
 

@@ -214,6 +214,14 @@ class QwenHook(BaseHook):
             "prices": self.prices,
         }
 
+    async def anew_async_client(self, **overrides: Any) -> AsyncQwenClient:
+        """A new AsyncQwenClient of this connection that the caller owns and closes (e.g. a batch
+        with its own retry policy or pool size); ``overrides`` are constructor arguments."""
+        from airflow_provider_qwen.client.client import AsyncQwenClient
+
+        config = await self.aconfig()
+        return AsyncQwenClient(**{**self._client_kwargs(config), **overrides})
+
     def get_client(self) -> QwenClient:
         """The hook's QwenClient, created once and shared (httpx clients are thread-safe)."""
         if self._client is None:

@@ -18,6 +18,7 @@ from airflow_provider_qwen import DEFAULT_CONN_ID, DEFAULT_MODEL
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_provider_qwen.client.client import AsyncQwenClient
     from airflow_provider_qwen.client.models import ChatCompletion
     from airflow_provider_qwen.client.request import ChatRequest
     from airflow_provider_qwen.hooks.qwen import QwenHook
@@ -156,12 +157,17 @@ class QwenBaseOperator(BaseOperator):
 
         return QwenHook(qwen_conn_id=self.qwen_conn_id)
 
+    def history_messages(self) -> list[dict[str, Any]]:
+        """What comes before the prompt: the system prompt, then ``messages``."""
+        history: list[dict[str, Any]] = []
+        if self.system_prompt:
+            history.append({"role": "system", "content": self.system_prompt})
+        history.extend(dict(m) for m in self.messages or [])
+        return history
+
     def rendered_messages(self) -> list[dict[str, Any]]:
         """The conversation from the rendered fields: system, then ``messages``, then ``prompt``."""
-        conversation: list[dict[str, Any]] = []
-        if self.system_prompt:
-            conversation.append({"role": "system", "content": self.system_prompt})
-        conversation.extend(dict(m) for m in self.messages or [])
+        conversation = self.history_messages()
         if self.prompt:
             conversation.append({"role": "user", "content": self.prompt})
         return conversation
@@ -230,10 +236,13 @@ class QwenBaseOperator(BaseOperator):
             cost.add(completion, request)
         return completion
 
-    async def asend(self, request: ChatRequest, cost: TaskCost) -> ChatCompletion:
-        """``send`` for the async client (batch work); concurrent requests each hold their worst case."""
+    async def asend(
+        self, request: ChatRequest, cost: TaskCost, *, client: AsyncQwenClient | None = None
+    ) -> ChatCompletion:
+        """``send`` for an async client (the hook's, or ``client``); concurrent requests each hold
+        their worst case."""
         with cost.spending(request):
-            client = await self.hook.aget_async_client()
+            client = client or await self.hook.aget_async_client()
             completion = await client.send(request)
             cost.add(completion, request)
         return completion

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from airflow_provider_qwen.batch.items import ItemPlan, Render
     from airflow_provider_qwen.batch.outputs import OutputStore
     from airflow_provider_qwen.batch.runner import BatchReport
+    from airflow_provider_qwen.client.client import AsyncQwenClient
+    from airflow_provider_qwen.client.models import ChatCompletion
+    from airflow_provider_qwen.client.request import ChatRequest
     from airflow_provider_qwen.client.structured import ToolSpec
     from airflow_provider_qwen.operators.cost import TaskCost
 
@@ -53,8 +56,11 @@ class QwenBatchOperator(QwenBaseOperator):
         for a part of a long item) plus the task context. It is not rendered by Airflow before ``execute``.
     :param output_model: a pydantic model (or ``output_schema``, a JSON schema dict): each result
         is a validated value from a forced tool call, repaired up to ``max_repairs`` times.
-    :param max_concurrency: requests in flight at most (halved on 429, regained on success).
+    :param max_concurrency: requests in flight at most (halved on 429, regained on success); the
+        batch's own client gets connections for all of them.
     :param requests_per_minute: optional cap on request starts.
+    :param max_rate_limit_retries: 429s one request may meet before its item fails. A 429 whose
+        Retry-After is over 120 s is not waited for: its item fails and no new item starts.
     :param max_failures: items allowed to fail (or not start) before the task fails: a count
         (int) or a fraction of the items (float in [0, 1]). Default 0: any failure fails the task,
         after every other item has finished.
@@ -66,9 +72,11 @@ class QwenBatchOperator(QwenBaseOperator):
         list holds a reference (``airflow_provider_qwen.batch.load_result`` reads it); None: never.
     :param checkpoint: journal finished items under ``[qwen] storage_base`` so a retry (or a rerun
         after the worker was killed) sends only the unfinished ones.
+    :param fail_on_truncation: fail an item whose answer was cut at the token limit.
+    :param progress_interval: seconds between progress lines in the task log.
 
     Returns the results aligned with ``items`` (None for an item that failed); pushes ``qwen_batch``
-    (counts, errors) and ``qwen_cost`` (every request of this try, exactly).
+    (counts, errors, reused checkpoint work) and ``qwen_cost`` (every request, exactly). See docs/batch.md.
     """
 
     template_fields: Sequence[str] = (
@@ -246,7 +254,7 @@ class QwenBatchOperator(QwenBaseOperator):
             items=items,
             render_prompt=self._renderer(self.prompt or "", context),
             build=self.build_request,
-            base_messages=self._base_messages(),
+            base_messages=self.history_messages(),
             spec=self.spec,
             max_repairs=self.max_repairs,
             fail_on_truncation=self.fail_on_truncation,
@@ -285,13 +293,6 @@ class QwenBatchOperator(QwenBaseOperator):
         self._finish(context, report, cost, outputs)
         return report.results
 
-    def _base_messages(self) -> list[dict[str, Any]]:
-        messages: list[dict[str, Any]] = []
-        if self.system_prompt:
-            messages.append({"role": "system", "content": self.system_prompt})
-        messages.extend(dict(m) for m in self.messages or [])
-        return messages
-
     async def _arun(
         self, plan: ItemPlan, journal: Journal, outputs: OutputStore, cost: TaskCost
     ) -> BatchReport:
@@ -305,17 +306,26 @@ class QwenBatchOperator(QwenBaseOperator):
             progress_interval=self.progress_interval,
         )
 
-        async def send_once(request: Any) -> Any:
-            return await self.asend(request, cost)
+        client = await self._open_client()
+
+        async def send_once(request: ChatRequest) -> ChatCompletion:
+            return await self.asend(request, cost, client=client)
 
         runner = BatchRunner(len(plan.items), send_once, options=options, log=self.log, cost=cost)
         processor = ItemProcessor(plan, runner.send, journal, outputs)
         try:
             return await runner.run(processor.process)
         finally:
-            aclose = getattr(self.hook, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await client.aclose()
+
+    async def _open_client(self) -> AsyncQwenClient:
+        """A client of the hook's connection for this batch alone: 429s are not retried inside it but
+        reach the limiter, and it has connections for ``max_concurrency`` requests."""
+        from airflow_provider_qwen.batch.client import LimiterRetryPolicy, connections_for
+
+        return await self.hook.anew_async_client(
+            retry=LimiterRetryPolicy(), max_connections=connections_for(self.max_concurrency)
+        )
 
     def _finish(self, context: Context, report: BatchReport, cost: TaskCost, outputs: OutputStore) -> None:
         """Push ``qwen_batch``, log the summary, and fail when more than ``max_failures`` did not succeed."""
@@ -328,13 +338,15 @@ class QwenBatchOperator(QwenBaseOperator):
             context["ti"].xcom_push(key=BATCH_XCOM_KEY, value=record)
         self.log.info(
             "batch finished: %d/%d succeeded, %d failed, %d not started, %d chunked, %d resumed from the "
-            "checkpoint, %d request(s), %d rate-limited, in %.1f s; this try spent %s USD",
+            "checkpoint (work paid by earlier tries: %s USD), %d request(s), %d rate-limited, in %.1f s; "
+            "this try spent %s USD",
             report.succeeded,
             report.total,
             report.failed,
             report.unstarted,
             report.chunked,
             report.resumed,
+            record["reused"]["usd_spent"],
             record["requests"],
             record["rate_limited"],
             record["elapsed_s"],

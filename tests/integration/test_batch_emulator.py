@@ -1,7 +1,8 @@
 """QwenBatchOperator on the wire: the emulator's log of requests and charges is the judge.
 
-Cost sums equal the emulator's charges; a concurrency-limited account still finishes; and a batch
-killed with SIGKILL resumes without re-sending any item it had finished.
+Cost sums equal the emulator's charges; a concurrency-limited account still finishes, its 429s
+handled by the batch's limiter; and a batch killed with SIGKILL resumes without re-sending any item it
+had finished, every charge accounted for.
 """
 
 from __future__ import annotations
@@ -83,10 +84,18 @@ def test_a_concurrency_limited_account_finishes_with_fewer_requests_in_flight(qw
     assert all(result)
     report = ti.pushed["qwen_batch"]
     assert report["succeeded"] == 24
-    assert report["concurrency"]["lowest"] <= 6  # halved at least once
     statuses = [r.status for r in qwen_emulator.chat_requests()]
     assert statuses.count(200) == 24
     assert statuses.count(429) > 0
+    # every 429 reached the limiter (the client retried none inside a slot), and the limiter acted
+    assert report["rate_limited"] == statuses.count(429)
+    assert report["concurrency"]["lowest"] <= 6  # halved at least once from 12
+    assert report["concurrency"]["final"] < 12
+    # each 429 went out again as a new call of the batch, never as a client retry of the same call
+    by_call: dict[str, list[int]] = {}
+    for request in qwen_emulator.chat_requests():
+        by_call.setdefault(request.client_request_id, []).append(request.status)
+    assert all(len(statuses) == 1 for statuses in by_call.values())
     # nothing paid for the refused requests
     credits, _ = qwen_emulator.total_charged()
     assert ti.pushed["qwen_cost"]["credits_used"] == credits
@@ -170,3 +179,32 @@ def test_a_batch_killed_with_sigkill_resumes_without_paying_twice(qwen_emulator,
     report = ti.pushed["qwen_batch"]
     assert report["resumed"] == len(finished)
     assert report["succeeded"] == items
+
+    # Every charge the emulator logged is accounted for (docs/batch.md, "After a kill"):
+    requests = qwen_emulator.chat_requests()
+    item_of = dict(zip((r.client_request_id for r in requests), item_numbers(qwen_emulator), strict=True))
+    killed_calls = {r.client_request_id for r in requests[:sent_before]}
+    charged = {c.client_request_id: c for c in qwen_emulator.charges}
+    assert len(charged) == len(qwen_emulator.charges)  # one charge per call: nothing retried
+
+    def usd(ids) -> Decimal:
+        return sum((charged[i].usd for i in ids if i in charged), Decimal(0))
+
+    # 1. the retry's qwen_cost is its own calls, exactly; the killed try left no cost record
+    cost = ti.pushed["qwen_cost"]
+    assert [t["try_number"] for t in cost["tries"]] == [2]
+    assert Decimal(cost["usd_spent"]) == usd(set(charged) - killed_calls)
+    # 2. the checkpoint recorded what each finished item cost the killed try, and the retry reports it
+    recorded = {
+        r["index"]: Decimal(r["usd_spent"]) for r in journal_records(storage) if r["index"] in finished
+    }
+    assert recorded == {item_of[i]: charged[i].usd for i in killed_calls if item_of[i] in finished}
+    assert Decimal(report["reused"]["usd_spent"]) == sum(recorded.values())
+    assert report["reused"]["requests"] == len(finished)
+    # 3. what neither knows: answers the killed try was charged for but died before journaling, at
+    # most one per request in flight (max_concurrency=4); those items were paid twice
+    lost = {i for i in killed_calls & set(charged) if item_of[i] not in finished}
+    assert len(lost) <= 4
+    assert {item_of[i] for i in lost} <= set(resent)
+    _, total = qwen_emulator.total_charged()
+    assert Decimal(cost["usd_spent"]) + Decimal(report["reused"]["usd_spent"]) + usd(lost) == total

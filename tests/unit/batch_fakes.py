@@ -1,5 +1,8 @@
 """Test doubles for QwenBatchOperator unit tests: an async scripted client and a task instance with ids.
 
+The scripted client stands in for the batch's own client (``QwenBatchOperator._open_client``);
+the hook's clients refuse to be used, so a batch that went around its limiter-aware client fails.
+
 The reply function sees each request and returns a completion or an exception (optionally after a
 delay), so ordering, partial failure, rate limits and budgets are tested in milliseconds.
 """
@@ -38,6 +41,7 @@ class FakeAsyncClient:
         self.requests: list[ChatRequest] = []
         self.in_flight = 0
         self.peak_in_flight = 0
+        self.closed = 0
 
     async def send(self, request: ChatRequest) -> ChatCompletion:
         self.requests.append(request)
@@ -56,6 +60,9 @@ class FakeAsyncClient:
         finally:
             self.in_flight -= 1
 
+    async def aclose(self) -> None:
+        self.closed += 1
+
     @property
     def prompts(self) -> list[str]:
         return [user_text(r) for r in self.requests]
@@ -72,22 +79,28 @@ class FakeAsyncHook:
         self.client = client
         self.prices = PriceTable()
 
-    def get_async_client(self) -> FakeAsyncClient:
-        return self.client
+    def get_async_client(self) -> Any:
+        raise AssertionError("the batch operator must use its own client (429s to the limiter)")
 
-    async def aget_async_client(self) -> FakeAsyncClient:
-        return self.client
+    async def aget_async_client(self) -> Any:
+        raise AssertionError("the batch operator must use its own client (429s to the limiter)")
 
     def get_client(self) -> Any:
         raise AssertionError("the batch operator must use the async client")
 
 
 def with_async_client(mocker: Any, reply: Reply = echo) -> FakeAsyncClient:
-    """Route every Qwen operator's hook to a scripted async client."""
+    """Route the batch operator's client (and every Qwen operator's hook) to a scripted async client."""
     from airflow_provider_qwen.operators.base import QwenBaseOperator
+    from airflow_provider_qwen.operators.batch import QwenBatchOperator
 
     client = FakeAsyncClient(reply)
+
+    async def open_client(self: Any) -> FakeAsyncClient:
+        return client
+
     mocker.patch.object(QwenBaseOperator, "hook", new=FakeAsyncHook(client))
+    mocker.patch.object(QwenBatchOperator, "_open_client", new=open_client)
     return client
 
 

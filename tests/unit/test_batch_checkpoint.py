@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from decimal import Decimal
 
 import pytest
 from airflow.sdk import ObjectStoragePath
@@ -15,7 +16,7 @@ from airflow_provider_qwen.client.errors import ServerError
 from airflow_provider_qwen.client.request import build_request
 from airflow_provider_qwen.operators import QwenBatchOperator
 from airflow_provider_qwen.storage import storage_base, task_folder
-from tests.unit.batch_fakes import BatchTI, echo, user_text, with_async_client
+from tests.unit.batch_fakes import USD, BatchTI, echo, user_text, with_async_client
 from tests.unit.operator_fakes import answer, run
 
 
@@ -113,6 +114,13 @@ def test_a_retry_sends_only_the_items_that_did_not_finish(mocker):
     report = ti.pushed["qwen_batch"]
     assert (report["resumed"], report["succeeded"]) == (6, 8)
     assert ti.pushed["qwen_cost"]["tries"][-1]["requests"] == 2
+    # what the six resumed items cost when try 1 paid for them, as the checkpoint recorded it
+    assert report["reused"] == {
+        "requests": 6,
+        "credits_used": 6 * 2000,
+        "usd_spent": str(6 * USD),
+        "estimated": False,
+    }
 
 
 def test_checkpoints_are_per_map_index_and_per_request(mocker):
@@ -148,11 +156,47 @@ def test_chunk_parts_are_checkpointed_too(mocker):
         run(QwenBatchOperator(**kwargs), BatchTI())
     parts = len(client.requests) - 1
     assert parts >= 2
+    first_report = journal_report(storage_records())
+    assert first_report == {"part": (parts, parts * USD)}  # each part record carries its own cost
     fail_reduce = False
     client.requests.clear()
-    result, _ = run(QwenBatchOperator(**kwargs), BatchTI(try_number=2))
+    result, ti = run(QwenBatchOperator(**kwargs), BatchTI(try_number=2))
     assert len(client.requests) == 1  # only the reduce: every part was journaled
     assert result[0] == "summary 1"
+    reused = ti.pushed["qwen_batch"]["reused"]
+    assert (reused["requests"], reused["usd_spent"]) == (parts, str(parts * USD))
+    # the item's record sums the whole item: the parts paid by try 1 and the reduce paid now
+    records = journal_report(storage_records())
+    assert records["item"] == (parts + 1, (parts + 1) * USD)
+    assert records["reduce"] == (1, USD)
+
+    client.requests.clear()
+    _, ti = run(QwenBatchOperator(**kwargs), BatchTI(try_number=3))
+    assert client.requests == []
+    reused = ti.pushed["qwen_batch"]["reused"]
+    assert (reused["requests"], reused["usd_spent"]) == (parts + 1, str((parts + 1) * USD))
+
+
+def storage_records() -> list[dict]:
+    import json
+
+    base = storage_base().path
+    lines = []
+    for root, _, files in os.walk(base):
+        for name in files:
+            if name.endswith(".jsonl"):
+                with open(os.path.join(root, name), "rb") as segment:
+                    lines.extend(json.loads(line) for line in segment.read().splitlines())
+    return lines
+
+
+def journal_report(records: list[dict]) -> dict[str, tuple[int, Decimal]]:
+    """(requests, usd) recorded per kind of record."""
+    found: dict[str, tuple[int, Decimal]] = {}
+    for r in records:
+        requests, usd = found.get(r["kind"], (0, Decimal(0)))
+        found[r["kind"]] = (requests + r["requests"], usd + Decimal(r["usd_spent"]))
+    return found
 
 
 def test_unwritable_storage_fails_clearly_before_any_request(mocker, monkeypatch, tmp_path):

@@ -174,6 +174,61 @@ def test_rate_limits_lower_concurrency_and_the_batch_still_finishes(mocker):
     assert ti.pushed["qwen_cost"]["requests"] == 40  # a 429 is not charged
 
 
+def test_a_retry_after_over_120_s_fails_the_item_and_stops_the_batch(mocker):
+    """PROTOCOL.md: a longer server delay stops retrying; a limit of minutes means the account is spent."""
+    client = with_async_client(
+        mocker, lambda r: RateLimitError("quota spent", status_code=429, retry_after=300)
+    )
+    ti = BatchTI()
+    with pytest.raises(BatchFailedError, match=r"stopped early: rate limit: the server asked to wait 300 s"):
+        run(batch(items=[f"doc {i}" for i in range(20)], max_concurrency=2), ti)
+    assert len(client.requests) <= 2  # the items in flight; nothing sent again, nothing new started
+    report = ti.pushed["qwen_batch"]
+    assert report["failed"] == len(client.requests)
+    assert report["unstarted"] == 20 - len(client.requests)
+    assert report["rate_limited"] == len(client.requests)
+    assert report["elapsed_s"] < 5  # neither waited 300 s nor slept a backoff
+    assert report["errors"][0]["error"].startswith("RateLimitError: quota spent")
+
+
+def test_a_retry_after_over_120_s_stops_the_batch_but_a_retry_of_the_task_may_resume(mocker):
+    with_async_client(mocker, lambda r: RateLimitError("quota spent", status_code=429, retry_after=121))
+    with pytest.raises(BatchFailedError) as info:
+        run(batch(items=["a", "b"], max_concurrency=1), BatchTI())
+    assert not isinstance(info.value, AirflowFailException)  # Airflow's retry comes back later
+
+
+def test_a_429_without_a_usable_retry_after_backs_off_before_sending_again(mocker):
+    from airflow_provider_qwen.batch.runner import BatchRunner
+
+    sleeps = []
+
+    async def sleep(seconds):
+        sleeps.append(seconds)
+
+    mocker.patch.object(BatchRunner, "sleep", new=staticmethod(sleep))
+    replies = iter(
+        [
+            RateLimitError("slow down", status_code=429, retry_after=None),
+            RateLimitError("slow down", status_code=429, retry_after=-3),  # an HTTP date in the past
+            echo,
+        ]
+    )
+
+    def reply(request):
+        outcome = next(replies)
+        return outcome(request) if callable(outcome) else outcome
+
+    client = with_async_client(mocker, reply)
+    result, ti = run(batch(items=["a"]), BatchTI())
+    assert result == ["summary of: Summarise: a"]
+    assert len(client.requests) == 3
+    assert len(sleeps) == 2
+    assert 0.375 <= sleeps[0] <= 0.5  # backoff 0.5 s, then 1 s, each times a jitter of 0.75 to 1
+    assert 0.75 <= sleeps[1] <= 1.0
+    assert ti.pushed["qwen_batch"]["rate_limited"] == 2
+
+
 def test_rate_limit_retries_run_out_and_fail_the_item(mocker):
     with_async_client(mocker, lambda r: RateLimitError("slow down", status_code=429, retry_after=0.001))
     ti = BatchTI()

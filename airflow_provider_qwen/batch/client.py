@@ -1,0 +1,47 @@
+"""The batch's own client: rate limits reach the batch's limiter, and there are connections enough.
+
+The hook's client retries a 429 inside ``send`` (the OpenAI convention), which would hide the rate
+limit from ``AdaptiveLimiter`` while the request holds its slot: the limit would adapt late and the
+other workers would never pause. ``LimiterRetryPolicy`` hands every 429 back at once; connection
+errors, timeouts, 408, 409 and 5xx are still retried by the client as usual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from airflow_provider_qwen.client.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    pass
+
+DEFAULT_MAX_CONNECTIONS = 100  # AsyncQwenClient's own default
+RATE_LIMITED = 429
+
+
+@dataclass(frozen=True)
+class LimiterRetryPolicy(RetryPolicy):
+    """The client's retry policy minus 429: the batch's limiter halves, pauses and sends again."""
+
+    def next_delay(
+        self,
+        retries_taken: int,
+        *,
+        status_code: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> float | None:
+        if status_code == RATE_LIMITED:
+            return None
+        return super().next_delay(retries_taken, status_code=status_code, headers=headers)
+
+
+def connections_for(max_concurrency: int) -> int:
+    """Pool size for ``max_concurrency`` requests in flight.
+
+    Twice the concurrency: the client spreads requests round-robin over pools of 20 connections,
+    so a pool can hold more than its share of slow requests; the headroom keeps any of them from
+    waiting for a connection. Connections are opened only when used.
+    """
+    return max(DEFAULT_MAX_CONNECTIONS, 2 * max_concurrency)
