@@ -238,6 +238,36 @@ class BaseClient:
             redact=self._secret,
         )
 
+    def _next_try(
+        self,
+        call: CallTries,
+        rid: str,
+        url: str,
+        retries_taken: int,
+        response: httpx.Response | None,
+        exc: httpx.TransportError | None = None,
+    ) -> float:
+        """After a failed try (``exc``, or an error ``response``): the wait before the next try, or
+        the try's error raised when the call gives up. Shared by the sync and async retry loops."""
+        if exc is not None:
+            unconfirmed = call.unconfirmed
+            error, delay = self._transport_failure(
+                exc, url, rid, call, retries_taken, answered=response is not None
+            )
+            maybe_paid = call.unconfirmed > unconfirmed
+        else:
+            assert response is not None
+            error = self._status_error(response, rid)
+            delay = self.retry.next_delay(
+                retries_taken, status_code=response.status_code, headers=response.headers
+            )
+            maybe_paid = False
+        if delay is None:
+            error.unconfirmed_tries = call.unconfirmed
+            raise error from exc
+        self._log_retry(rid, error, retries_taken, delay, maybe_paid=maybe_paid)
+        return delay
+
     def _transport_failure(
         self,
         exc: httpx.TransportError,

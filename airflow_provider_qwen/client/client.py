@@ -183,22 +183,9 @@ class QwenClient(BaseClient):
                     finally:
                         response.close()
             except httpx.TransportError as exc:
-                unconfirmed = call.unconfirmed
-                error, delay = self._transport_failure(
-                    exc, url, rid, call, retries_taken, answered=response is not None
-                )
-                maybe_paid = call.unconfirmed > unconfirmed
-                cause: BaseException | None = exc
+                delay = self._next_try(call, rid, url, retries_taken, response, exc)
             else:
-                error = self._status_error(response, rid)
-                delay = self.retry.next_delay(
-                    retries_taken, status_code=response.status_code, headers=response.headers
-                )
-                maybe_paid, cause = False, None
-            if delay is None:
-                error.unconfirmed_tries = call.unconfirmed
-                raise error from cause
-            self._log_retry(rid, error, retries_taken, delay, maybe_paid=maybe_paid)
+                delay = self._next_try(call, rid, url, retries_taken, response)
             self.retry.sleep(delay)
             retries_taken += 1
 
@@ -361,22 +348,9 @@ class AsyncQwenClient(BaseClient):
                     finally:
                         await response.aclose()
             except httpx.TransportError as exc:
-                unconfirmed = call.unconfirmed
-                error, delay = self._transport_failure(
-                    exc, url, rid, call, retries_taken, answered=response is not None
-                )
-                maybe_paid = call.unconfirmed > unconfirmed
-                cause: BaseException | None = exc
+                delay = self._next_try(call, rid, url, retries_taken, response, exc)
             else:
-                error = self._status_error(response, rid)
-                delay = self.retry.next_delay(
-                    retries_taken, status_code=response.status_code, headers=response.headers
-                )
-                maybe_paid, cause = False, None
-            if delay is None:
-                error.unconfirmed_tries = call.unconfirmed
-                raise error from cause
-            self._log_retry(rid, error, retries_taken, delay, maybe_paid=maybe_paid)
+                delay = self._next_try(call, rid, url, retries_taken, response)
             await self.retry.async_sleep(delay)
             retries_taken += 1
 
