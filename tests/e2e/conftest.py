@@ -199,7 +199,32 @@ def _login(url: str) -> httpx.Client:
     response = httpx.post(f"{url}/auth/token", json={"username": USERNAME, "password": PASSWORD}, timeout=30)
     assert response.status_code == 201, f"POST /auth/token: {response.status_code} {response.text[:300]}"
     token = response.json()["access_token"]
-    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    return httpx.Client(
+        base_url=url,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=60,
+        transport=_SqliteBusyRetry(),
+    )
+
+
+class _SqliteBusyRetry(httpx.HTTPTransport):
+    """Retries a request that hit SQLite's single-writer lock (the API answers 500 "Database error"
+    after its 5 s busy timeout while task processes write): a property of the test deployment's
+    SQLite, not of what the tests check."""
+
+    attempts = 5
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        for _ in range(self.attempts - 1):
+            response = super().handle_request(request)
+            if response.status_code != 500:
+                return response
+            body = response.read()
+            response.close()
+            if b"Database error" not in body:
+                return httpx.Response(500, headers=response.headers, content=body, request=request)
+            time.sleep(1.0)
+        return super().handle_request(request)
 
 
 def _wait_until_ready(deployment: Deployment, expected_dag_files: int) -> None:
