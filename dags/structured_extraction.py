@@ -59,7 +59,7 @@ def qwen_structured_extraction():
         temperature=0.2,
         max_completion_tokens=16_000,
         max_cost_usd=0.25,
-    ).expand(prompt=load_tickets())  # one mapped task per ticket; add pool="qwen" to cap concurrency
+    ).expand(prompt=load_tickets())  # one mapped task per ticket; add pool="qwen_api" to cap concurrency
 
     @task
     def route(tickets: list[dict], costs: list[dict]):
