@@ -113,6 +113,7 @@ def _fault_response(fault: Fault, entry: LoggedRequest) -> Any:
 
 
 async def chat_completions(request: Request) -> Any:
+    started = time.monotonic()
     state = _state(request)
     entry = await _logged(request)
     inference_id = entry.inference_id or ""
@@ -152,8 +153,9 @@ async def chat_completions(request: Request) -> Any:
     state.enter()
     handed_over = False
     try:
-        delay = state.latency + sum(f.delay for f in faults)
-        if delay:
+        # The latency is the service's time from receipt: the emulator's own checks count in it.
+        delay = state.latency + sum(f.delay for f in faults) - (time.monotonic() - started)
+        if delay > 0:
             await asyncio.sleep(delay)
         for fault in faults:
             if fault.kind == "stream_error" and not body.get("stream"):
