@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -90,21 +91,56 @@ def records_usd(records: Iterable[Any]) -> Decimal:
     return sum((to_decimal(r.get("usd_spent")) for r in records if isinstance(r, Mapping)), Decimal(0))
 
 
+@dataclass
+class CostTotals:
+    """Exact sums over per-try cost records."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    total_tokens: int = 0
+    credits_used: int = 0
+    usd_spent: Decimal = field(default_factory=Decimal)
+    estimated: bool = False
+    tries: int = 0
+    instances: int = 0
+
+    def add_try(self, record: Mapping[str, Any]) -> None:
+        for name in COUNT_FIELDS:
+            setattr(self, name, getattr(self, name) + int(record.get(name) or 0))
+        self.credits_used += int(record.get("credits_used") or 0)
+        self.usd_spent += to_decimal(record.get("usd_spent"))
+        self.estimated = self.estimated or bool(record.get("estimated"))
+        self.tries += 1
+
+    def fields(self) -> dict[str, Any]:
+        """The summed ``qwen_cost`` fields, JSON-safe (USD as an exact decimal string)."""
+        return {
+            **{name: getattr(self, name) for name in COUNT_FIELDS},
+            "credits_used": self.credits_used,
+            "usd_spent": usd_text(self.usd_spent),
+            "estimated": self.estimated,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        """``fields()`` plus how many tries and task instances they came from."""
+        return {**self.fields(), "tries": self.tries, "instances": self.instances}
+
+
 def combine_records(
     tries: list[Mapping[str, Any]], *, model: str | None, try_number: int | None
 ) -> dict[str, Any]:
     """One ``qwen_cost`` record over several tries: exact sums, ``estimated`` if any try was."""
-    credits = sum(int(t.get("credits_used") or 0) for t in tries)
-    combined: dict[str, Any] = {"model": model or ",".join(sorted({str(t.get("model")) for t in tries}))}
-    combined.update({name: sum(int(t.get(name) or 0) for t in tries) for name in COUNT_FIELDS})
-    combined.update(
-        credits_used=credits,
-        usd_spent=usd_text(records_usd(tries)),
-        estimated=any(bool(t.get("estimated")) for t in tries),
-        try_number=try_number,
-        tries=[dict(t) for t in tries],
-    )
-    return combined
+    totals = CostTotals()
+    for record in tries:
+        totals.add_try(record)
+    return {
+        "model": model or ",".join(sorted({str(t.get("model")) for t in tries})),
+        **totals.fields(),
+        "try_number": try_number,
+        "tries": [dict(t) for t in tries],
+    }
 
 
 def qwen_task_ids(dag: Any) -> list[str]:

@@ -8,56 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
 from airflow_provider_qwen.operators.cost import (
-    COUNT_FIELDS,
+    CostTotals,
     pull_cost_records,
     record_tries,
-    to_decimal,
     usd_text,
 )
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-
-@dataclass
-class CostTotals:
-    """Exact sums over per-try cost records."""
-
-    requests: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    reasoning_tokens: int = 0
-    total_tokens: int = 0
-    credits_used: int = 0
-    usd_spent: Decimal = field(default_factory=Decimal)
-    estimated: bool = False
-    tries: int = 0
-    instances: int = 0
-
-    def add_try(self, record: Mapping[str, Any]) -> None:
-        for name in COUNT_FIELDS:
-            setattr(self, name, getattr(self, name) + int(record.get(name) or 0))
-        self.credits_used += int(record.get("credits_used") or 0)
-        self.usd_spent += to_decimal(record.get("usd_spent"))
-        self.estimated = self.estimated or bool(record.get("estimated"))
-        self.tries += 1
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-safe, USD as an exact decimal string (as in ``qwen_cost``)."""
-        return {
-            **{name: getattr(self, name) for name in COUNT_FIELDS},
-            "credits_used": self.credits_used,
-            "usd_spent": usd_text(self.usd_spent),
-            "estimated": self.estimated,
-            "tries": self.tries,
-            "instances": self.instances,
-        }
 
 
 @dataclass
