@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -79,6 +79,7 @@ async def _logged(request: Request) -> LoggedRequest:
         time=time.time(),
         client_request_id=crid if crid and CLIENT_REQUEST_ID.match(crid) else None,
         inference_id=str(uuid.uuid4()),
+        peer=f"{request.client.host}:{request.client.port}" if request.client else None,
     )
     if raw and body is None:
         entry.body = raw.decode("utf-8", errors="replace")  # kept as text: the test sees what came
@@ -150,54 +151,75 @@ async def chat_completions(request: Request) -> Any:
         queued = state.next_fault(chat=True)
         faults = [queued] if queued else []
     entry.fault = ",".join(f.kind for f in faults) or None
+    # The answer is decided on receipt and delivered when the latency has passed, so the latency
+    # is the service's whole time from receipt: the emulator's own work does not add to it.
+    try:
+        failure, answer = _decide(state, body, entry, faults)
+    except UnsupportedSchema as exc:
+        return fail(400, [str(exc)])
     state.enter()
     handed_over = False
     try:
-        # The latency is the service's time from receipt: the emulator's own checks count in it.
         delay = state.latency + sum(f.delay for f in faults) - (time.monotonic() - started)
         if delay > 0:
             await asyncio.sleep(delay)
-        for fault in faults:
-            if fault.kind == "stream_error" and not body.get("stream"):
-                fault = Fault.server_error(fault.status or 500)  # no stream to break: fail whole
-            response = _fault_response(fault, entry)
-            if response is not None:
-                return _answered(entry, response)
-        try:
-            response = _answer(state, body, entry, faults)
-        except UnsupportedSchema as exc:
-            return fail(400, [str(exc)])
-        handed_over = isinstance(response, BodyResponse)
-        return _answered(entry, response)
+        if failure is not None:
+            return _answered(entry, failure)
+        assert answer is not None
+        if answer.charge is not None:
+            state.charge(answer.charge)
+        handed_over = True
+        return _answered(entry, answer.response)
     finally:
         if not handed_over:
             state.leave()
 
 
-def _answer(state: EmulatorState, body: dict[str, Any], entry: LoggedRequest, faults: list[Fault]) -> Any:
-    """Generate, charge (unless the stream is to fail) and shape the answer as JSON or a stream."""
+class _Planned(NamedTuple):
+    """A generated answer: the response to send and the charge to record when it is sent."""
+
+    response: BodyResponse
+    charge: Charge | None
+
+
+def _decide(
+    state: EmulatorState, body: dict[str, Any], entry: LoggedRequest, faults: list[Fault]
+) -> tuple[Any, _Planned | None]:
+    """(the failure a fault gives, None) or (None, the generated answer)."""
+    for fault in faults:
+        if fault.kind == "stream_error" and not body.get("stream"):
+            fault = Fault.server_error(fault.status or 500)  # no stream to break: fail whole
+        response = _fault_response(fault, entry)
+        if response is not None:
+            return response, None
+    return None, _answer(state, body, entry, faults)
+
+
+def _answer(
+    state: EmulatorState, body: dict[str, Any], entry: LoggedRequest, faults: list[Fault]
+) -> _Planned:
+    """Generate the answer, its charge (none if the stream is to fail) and its JSON or stream shape."""
     kinds = {f.kind: f for f in faults}
     answer = answers.plan_answer(body, fault_kind=next((k for k in kinds if k in SHAPING_FAULTS), None))
     model = str(body["model"])
     credits, usd = answers.bill(model, answer, state.prices)
     stream = bool(body.get("stream"))
+    charge = None
     if "stream_error" not in kinds:
-        state.charge(
-            Charge(
-                inference_id=entry.inference_id or "",
-                model=model,
-                credits=credits,
-                usd=usd,
-                client_request_id=entry.client_request_id,
-                prompt_tokens=answer.prompt_tokens,
-                completion_tokens=answer.completion_tokens,
-                reasoning_tokens=answer.reasoning_tokens,
-                stream=stream,
-                complete="cut_stream" not in kinds,
-            )
+        charge = Charge(
+            inference_id=entry.inference_id or "",
+            model=model,
+            credits=credits,
+            usd=usd,
+            client_request_id=entry.client_request_id,
+            prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens,
+            reasoning_tokens=answer.reasoning_tokens,
+            stream=stream,
+            complete="cut_stream" not in kinds,
         )
     shape = _stream_response if stream else _json_response
-    return shape(state, body, entry, answer, (credits, usd), kinds)
+    return _Planned(shape(state, body, entry, answer, (credits, usd), kinds), charge)
 
 
 def _top_logprobs(body: Mapping[str, Any]) -> int | None:
@@ -284,13 +306,10 @@ def _json_response(
         "x-aimlapi-usd-spent": answers.usd_text(cost[1]),
         "content-length": str(len(data)),
     }
-    half = max(len(data) // 2, 1)  # two writes, so a cut_stream fault can stop after the first
-    return BodyResponse(
-        [data[:half], data[half:]],
-        headers=headers,
-        cut_after=1 if "cut_stream" in kinds else None,
-        on_done=state.leave,
-    )
+    if "cut_stream" in kinds:  # two writes, so the connection closes after the first
+        half = max(len(data) // 2, 1)
+        return BodyResponse([data[:half], data[half:]], headers=headers, cut_after=1, on_done=state.leave)
+    return BodyResponse([data], headers=headers, on_done=state.leave)
 
 
 async def _side_fault(request: Request, state: EmulatorState, entry: LoggedRequest) -> Any:

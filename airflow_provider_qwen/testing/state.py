@@ -26,7 +26,8 @@ class LoggedRequest:
     the parsed JSON (the raw text when it is not JSON, None when empty); ``time`` is epoch seconds;
     ``status`` the answer's status (None for a dropped connection); ``client_request_id`` the valid
     ``X-Client-Request-Id`` (an invalid one is dropped, as the service does); ``inference_id`` the
-    ``x-inference-id`` of the answer; ``fault`` the kinds of the faults it took, comma-separated.
+    ``x-inference-id`` of the answer; ``fault`` the kinds of the faults it took, comma-separated;
+    ``peer`` the client's ``host:port``, one per connection (requests on a kept-alive one share it).
     """
 
     method: str
@@ -39,6 +40,7 @@ class LoggedRequest:
     client_request_id: str | None = None
     inference_id: str | None = None
     fault: str | None = None
+    peer: str | None = None
 
     @property
     def stream(self) -> bool:
