@@ -25,7 +25,7 @@ def connection(monkeypatch, tmp_path):
 
 
 def pool_connections(client) -> int:
-    return sum(pool._transport._pool._max_connections for pool in client._pools)
+    return client._http._transport.max_connections
 
 
 def test_the_policy_hands_every_429_back_and_retries_the_rest():
@@ -71,7 +71,7 @@ def test_on_the_wire_a_429_reaches_the_limiter_and_a_503_is_retried_by_the_clien
         status(503, {"message": "upstream busy"}, retry_after_ms="1"),
         ok(),
     )
-    with respx.mock(assert_all_called=False) as router:
+    with respx.mock(using="httpx", assert_all_called=False) as router:
         router.post(CHAT_URL).mock(side_effect=calls)
         result, ti = run(
             QwenBatchOperator(task_id="batch", items=["a"], prompt="{{ item }}", progress_interval=60),
@@ -89,7 +89,7 @@ def test_on_the_wire_a_429_reaches_the_limiter_and_a_503_is_retried_by_the_clien
 
 def test_on_the_wire_a_retry_after_of_minutes_is_neither_waited_for_nor_resent(connection):
     calls = Recorder(status(429, {"message": "quota spent"}, retry_after="300"))
-    with respx.mock(assert_all_called=False) as router:
+    with respx.mock(using="httpx", assert_all_called=False) as router:
         router.post(CHAT_URL).mock(side_effect=calls)
         with pytest.raises(Exception, match="rate limit: the server asked to wait 300 s"):
             run(

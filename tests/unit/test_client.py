@@ -40,7 +40,7 @@ from tests.unit.client_helpers import (
 
 @pytest.fixture
 def api():
-    with respx.mock(assert_all_called=False) as router:
+    with respx.mock(using="httpx", assert_all_called=False) as router:
         yield router
 
 

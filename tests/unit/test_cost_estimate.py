@@ -32,7 +32,7 @@ def test_a_tokens_only_answer_is_estimated_from_the_price_table():
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
         "usage": USAGE,  # no meta.usage, no cost headers
     }
-    with respx.mock(assert_all_called=True) as router:
+    with respx.mock(using="httpx", assert_all_called=True) as router:
         router.post(f"{BASE_URL}/chat/completions").mock(return_value=httpx.Response(200, json=body))
         result, ti = run(QwenChatOperator(task_id="chat", prompt="?"))
     assert result == "hi"
@@ -50,7 +50,7 @@ def test_a_reported_cost_wins_over_the_estimate():
         "usage": USAGE,
         "meta": {"usage": {"credits_used": 20_000, "usd_spent": 0.01}},
     }
-    with respx.mock(assert_all_called=True) as router:
+    with respx.mock(using="httpx", assert_all_called=True) as router:
         router.post(f"{BASE_URL}/chat/completions").mock(return_value=httpx.Response(200, json=body))
         _, ti = run(QwenChatOperator(task_id="chat", prompt="?"))
     record = ti.pushed["qwen_cost"]
@@ -65,7 +65,7 @@ def test_a_stream_without_meta_is_estimated_from_its_usage_chunk():
         {"id": "s", "model": "qwen3.7-max", "choices": [], "usage": USAGE},
     ]
     sse = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
-    with respx.mock(assert_all_called=True) as router:
+    with respx.mock(using="httpx", assert_all_called=True) as router:
         router.post(f"{BASE_URL}/chat/completions").mock(
             return_value=httpx.Response(200, text=sse, headers={"content-type": "text/event-stream"})
         )

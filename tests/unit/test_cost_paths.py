@@ -62,7 +62,7 @@ USAGE_CHUNK = {"id": "chatcmpl-s", "choices": [], "usage": USAGE}
 
 @pytest.fixture
 def api():
-    with respx.mock(assert_all_called=False) as router:
+    with respx.mock(using="httpx", assert_all_called=False) as router:
         yield router
 
 

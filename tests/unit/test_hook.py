@@ -62,7 +62,7 @@ def checked(response: httpx.Response) -> Any:
 
 @pytest.fixture
 def service() -> Any:
-    with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
+    with respx.mock(using="httpx", assert_all_mocked=True, assert_all_called=False) as router:
         yield router
 
 

@@ -164,7 +164,7 @@ def test_a_connection_builds_and_tests_the_hook_as_the_ui_does():
     hook = conn.get_hook()
     assert isinstance(hook, QwenHook)
     assert hook.qwen_conn_id == "qwen_ui"
-    with respx.mock(assert_all_mocked=True) as service:
+    with respx.mock(using="httpx", assert_all_mocked=True) as service:
         billing = service.get("http://127.0.0.1:8123/v2/billing").mock(
             return_value=httpx.Response(200, json={"current_balance": 3.25, "currency": "USD"})
         )

@@ -48,7 +48,7 @@ NOW = 1_800_000_000.0
 
 @pytest.fixture
 def api():
-    with respx.mock(assert_all_called=False) as router:
+    with respx.mock(using="httpx", assert_all_called=False) as router:
         yield router
 
 

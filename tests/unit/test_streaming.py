@@ -48,7 +48,7 @@ USAGE_CHUNK = {"id": "chatcmpl-s", "choices": [], "usage": USAGE, "meta": META}
 
 @pytest.fixture
 def api():
-    with respx.mock(assert_all_called=False) as router:
+    with respx.mock(using="httpx", assert_all_called=False) as router:
         yield router
 
 
