@@ -6,7 +6,8 @@ The emulator runs in its own process (as the real service would be elsewhere) an
 request after ``--latency`` seconds. The ideal is ``ceil(items / concurrency) * latency`` (1,000
 items at 50 in flight and 100 ms: 2.0 s). Printed next to the operator's time:
 
-- the same load through a bare ``httpx.AsyncClient`` (the HTTP stack's floor on this machine);
+- the same load through a bare aiohttp session (the floor of the HTTP stack the async client
+  uses, with connections already open), and through one bare ``httpx.AsyncClient``;
 - the operator with an in-process stand-in client that only sleeps ``latency`` (the batch
   engine's own overhead: rendering, requests, limiter, checkpoints, cost);
 - a subset sent one by one through ``QwenHook.chat``, extrapolated (labelled as such);
@@ -31,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -121,32 +122,63 @@ def run_batch(items: int, concurrency: int, run_id: str, operator_class: Any = N
     return elapsed, ti.pushed["qwen_batch"]
 
 
+def request_body(i: int) -> bytes:
+    message = {"role": "user", "content": f"Summarise in one line: {TEXT.format(i=i)}"}
+    request = {"model": "alibaba/qwen3.7-max", "messages": [message], "max_completion_tokens": 200}
+    return json.dumps(request).encode()
+
+
+async def drive(post: Callable[[int], Awaitable[None]], items: int, concurrency: int) -> float:
+    """Seconds for ``post(i)`` over every item, ``concurrency`` at a time (after one warm-up round)."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> None:
+        async with gate:
+            await post(i)
+
+    await asyncio.gather(*(one(i) for i in range(concurrency)))  # open the connections
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(items)))
+    return time.perf_counter() - started
+
+
 def bare_httpx(items: int, concurrency: int, conn: str) -> float:
-    """Seconds for the same requests through a bare httpx.AsyncClient (no operator, no models)."""
+    """Seconds for the same requests through one bare httpx.AsyncClient (no operator, no models)."""
     import httpx
 
     config = json.loads(conn)
     url = f"{config['host']}/chat/completions"
     headers = {"Authorization": f"Bearer {config['password']}", "Content-Type": "application/json"}
 
-    def body(i: int) -> bytes:
-        message = {"role": "user", "content": f"Summarise in one line: {TEXT.format(i=i)}"}
-        request = {"model": "alibaba/qwen3.7-max", "messages": [message], "max_completion_tokens": 200}
-        return json.dumps(request).encode()
-
     async def main() -> float:
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
         async with httpx.AsyncClient(limits=limits, timeout=60) as client:
-            gate = asyncio.Semaphore(concurrency)
 
-            async def one(i: int) -> None:
-                async with gate:
-                    (await client.post(url, content=body(i), headers=headers)).raise_for_status()
+            async def post(i: int) -> None:
+                (await client.post(url, content=request_body(i), headers=headers)).raise_for_status()
 
-            await asyncio.gather(*(one(i) for i in range(concurrency)))  # warm the pool
-            started = time.perf_counter()
-            await asyncio.gather(*(one(i) for i in range(items)))
-            return time.perf_counter() - started
+            return await drive(post, items, concurrency)
+
+    return asyncio.run(main())
+
+
+def bare_aiohttp(items: int, concurrency: int, conn: str) -> float:
+    """Seconds for the same requests through a bare aiohttp session: the floor of our HTTP stack."""
+    import aiohttp
+
+    config = json.loads(conn)
+    url = f"{config['host']}/chat/completions"
+    headers = {"Authorization": f"Bearer {config['password']}", "Content-Type": "application/json"}
+
+    async def main() -> float:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as session:
+
+            async def post(i: int) -> None:
+                async with session.post(url, data=request_body(i), headers=headers) as response:
+                    response.raise_for_status()
+                    await response.read()
+
+            return await drive(post, items, concurrency)
 
     return asyncio.run(main())
 
@@ -232,7 +264,8 @@ def main() -> None:
         os.environ["AIRFLOW_CONN_QWEN_DEFAULT"] = conn
         run_batch(args.concurrency, args.concurrency, "warm-up")  # imports, connections, first parse
         measured, report = run_batch(args.items, args.concurrency, "measured")
-        floor = bare_httpx(args.items, args.concurrency, conn)
+        floor = bare_aiohttp(args.items, args.concurrency, conn)
+        httpx_only = bare_httpx(args.items, args.concurrency, conn)
         seq_subset = sequential(args.sequential)
     engine, _ = run_batch(args.items, args.concurrency, "stand-in", stand_in_operator(args.latency))
     seq_total = seq_subset / args.sequential * args.items
@@ -265,7 +298,8 @@ def main() -> None:
         f"      {report['requests']} requests, {report['rate_limited']} rate-limited, "
         f"peak in flight {report['concurrency']['peak_in_flight']}"
     )
-    print(f"  bare httpx, same requests      {ratio(floor)}   the HTTP stack's floor here")
+    print(f"  bare aiohttp, same requests    {ratio(floor)}   our HTTP stack's floor here (warm connections)")
+    print(f"  bare httpx, same requests      {ratio(httpx_only)}   one shared httpx.AsyncClient")
     print(f"  operator, stand-in client      {ratio(engine)}   no HTTP: the batch engine's own overhead")
     print(
         f"  sequential hook.chat           {seq_total:7.1f} s  extrapolated from {args.sequential} items in "

@@ -38,10 +38,7 @@ class LimiterRetryPolicy(RetryPolicy):
 
 
 def connections_for(max_concurrency: int) -> int:
-    """Pool size for ``max_concurrency`` requests in flight.
-
-    Twice the concurrency: the client spreads requests round-robin over pools of 20 connections,
-    so a pool can hold more than its share of slow requests; the headroom keeps any of them from
-    waiting for a connection. Connections are opened only when used.
+    """Pool size for ``max_concurrency`` requests in flight: one connection each, so no request
+    waits for a connection (the limiter bounds what is in flight). Connections open only when used.
     """
-    return max(DEFAULT_MAX_CONNECTIONS, 2 * max_concurrency)
+    return max(DEFAULT_MAX_CONNECTIONS, max_concurrency)

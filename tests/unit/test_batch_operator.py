@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from decimal import Decimal
 
 import pendulum
@@ -47,6 +48,20 @@ def test_results_are_aligned_with_items_whatever_the_finishing_order(mocker):
     assert client.peak_in_flight == 8
     report = ti.pushed["qwen_batch"]
     assert (report["total"], report["succeeded"], report["failed"], report["errors"]) == (20, 20, 0, [])
+
+
+def test_the_heap_before_the_batch_is_frozen_while_it_runs_and_released_after(mocker):
+    frozen_during: list[int] = []
+
+    def reply(request):
+        frozen_during.append(gc.get_freeze_count())
+        return echo(request)
+
+    with_async_client(mocker, reply)
+    before = gc.get_freeze_count()
+    run(batch(items=["a", "b"]), BatchTI())
+    assert min(frozen_during) > before  # full collections skip what existed before the batch
+    assert gc.get_freeze_count() == before
 
 
 def test_item_text_is_data_never_a_template(mocker):
