@@ -77,11 +77,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     an ``AsyncQwenClient`` is).
     """
 
-    def __init__(self, *, max_connections: int, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, *, max_connections: int) -> None:
         if max_connections < 1:
             raise ValueError(f"max_connections={max_connections} must be >= 1")
         self.max_connections = max_connections
-        self._ssl_context = ssl_context
         self._session: aiohttp.ClientSession | None = None
         self._proxies: dict[tuple[str, str, int | None], str | None] = {}
 
@@ -90,7 +89,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             limit=self.max_connections,
             limit_per_host=0,
             keepalive_timeout=KEEPALIVE_EXPIRY,
-            ssl=self._ssl_context or shared_ssl_context(),
+            ssl=shared_ssl_context(),
         )
         return aiohttp.ClientSession(
             connector=connector,
