@@ -107,6 +107,12 @@ class BaseClient:
     ) -> None:
         if api_key is not None and not isinstance(api_key, str):
             raise TypeError(f"api_key must be a string or None, not {type(api_key).__name__}")
+        if api_key and not (api_key.isprintable() and api_key == api_key.strip() and " " not in api_key):
+            # an HTTP library would refuse the header and quote the key in its error: say it here instead
+            raise ValueError(
+                "api_key has whitespace or control characters (a pasted newline?); allowed: the key "
+                "alone, printable, without spaces (the key is not shown)"
+            )
         base_url = str(base_url or DEFAULT_BASE_URL).rstrip("/")
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url={base_url!r} must start with http:// or https://")

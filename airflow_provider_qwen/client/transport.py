@@ -7,24 +7,33 @@ per request over httpx's own stack (httpcore on anyio) and 0.6 ms over aiohttp (
 The rest of the client keeps httpx's requests, responses and errors. aiohttp's failures are
 translated by when they happened, which decides whether the service may have charged the try:
 
-- before the request went out (no connection, DNS, TLS, a full pool): ``ConnectError`` or
-  ``ConnectTimeout``, never charged;
+- before the request went out (no connection, DNS, TLS, a full pool, a refusing proxy, a body
+  that could not be written): ``ConnectError``, ``ConnectTimeout``, ``ProxyError`` or
+  ``WriteError``, never charged;
 - after: ``ReadTimeout``, ``RemoteProtocolError`` (disconnected, body cut, bad answer) or
   ``ReadError`` (any other failure), possibly charged.
 
 The translated error is raised without its aiohttp cause, whose repr holds the request headers
-(the API key among them). Proxies come from the environment as httpx reads them (``HTTPS_PROXY``,
-``HTTP_PROXY``, ``ALL_PROXY``, ``NO_PROXY``), looked up once per host: aiohttp's own
-``trust_env`` reads the environment and ``~/.netrc`` on every request (0.35 ms of CPU each).
+(the API key among them), and without the credentials of any URL in its message (a proxy's).
+Proxies come from the environment as httpx reads them (``HTTPS_PROXY``, ``HTTP_PROXY``,
+``ALL_PROXY``, ``NO_PROXY``), looked up once per host: aiohttp's own ``trust_env`` reads the
+environment and ``~/.netrc`` on every request (0.35 ms of CPU each).
+
+Where aiohttp has no timeout of httpx's, the transport adds it: a name lookup is bounded by the
+connect timeout (aiohttp bounds it by the pool timeout only), and sending a request is bounded by
+pool + write + read (aiohttp has no write timeout; a server that never reads would hang it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import re
+import socket
 import ssl
 import urllib.request
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from typing import Any
 
 import aiohttp
@@ -32,6 +41,12 @@ import httpx
 from yarl import URL
 
 KEEPALIVE_EXPIRY = 5.0  # httpx's default: an idle connection is dropped before a server closes it
+PROXY_SCHEMES = ("http", "https")  # what aiohttp can speak to a proxy (no SOCKS)
+# aiohttp's message when writing the request failed (a kept-alive connection the server had closed):
+# the server cannot have received a whole request, so nothing was generated or charged.
+_BODY_NOT_WRITTEN = "Can not write request body"
+_LOOKUP_TIMEOUT: ContextVar[float | None] = ContextVar("qwen_lookup_timeout", default=None)
+_URL_CREDENTIALS = re.compile(r"(\w+://)[^\s/@]+@")
 
 
 @functools.cache
@@ -40,14 +55,23 @@ def shared_ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+def without_credentials(text: str) -> str:
+    """``text`` with the ``user:password@`` of any URL in it replaced by ``***@``."""
+    return _URL_CREDENTIALS.sub(r"\1***@", text)
+
+
 def translate(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
     """The httpx error for an aiohttp failure; the class says whether the request may have gone out."""
-    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    detail = without_credentials(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
     error_class: type[httpx.TransportError]
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         error_class = httpx.ConnectTimeout
+    elif isinstance(exc, (aiohttp.ClientHttpProxyError, aiohttp.ClientProxyConnectionError)):
+        error_class = httpx.ProxyError
     elif isinstance(exc, aiohttp.ClientConnectorError):
         error_class = httpx.ConnectError
+    elif isinstance(exc, aiohttp.ClientOSError) and _BODY_NOT_WRITTEN in str(exc):
+        error_class = httpx.WriteError
     elif isinstance(exc, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)):
         error_class = httpx.UnsupportedProtocol
     elif isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
@@ -70,11 +94,28 @@ def env_proxy(url: httpx.URL) -> str | None:
     return proxy if "://" in proxy else f"http://{proxy}"
 
 
+class _BoundedResolver(aiohttp.abc.AbstractResolver):
+    """aiohttp's resolver with each lookup bounded by the connect timeout of the request that asked
+    for it (``_LOOKUP_TIMEOUT``); expiry is a failed lookup."""
+
+    def __init__(self) -> None:
+        self._resolver = aiohttp.DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        async with asyncio.timeout(_LOOKUP_TIMEOUT.get()):
+            return await self._resolver.resolve(host, port, family)
+
+    async def close(self) -> None:
+        await self._resolver.close()
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """An ``httpx.AsyncClient`` transport over one aiohttp session with ``max_connections``.
 
     The session is made on the first request, in the running event loop, and is bound to it (as
-    an ``AsyncQwenClient`` is).
+    an ``AsyncQwenClient`` is): a request from another loop is refused before anything is sent.
     """
 
     def __init__(self, *, max_connections: int) -> None:
@@ -82,6 +123,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise ValueError(f"max_connections={max_connections} must be >= 1")
         self.max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._proxies: dict[tuple[str, str, int | None], str | None] = {}
 
     def _open_session(self) -> aiohttp.ClientSession:
@@ -90,6 +132,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             limit_per_host=0,
             keepalive_timeout=KEEPALIVE_EXPIRY,
             ssl=shared_ssl_context(),
+            resolver=_BoundedResolver(),
         )
         return aiohttp.ClientSession(
             connector=connector,
@@ -100,34 +143,35 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self._session is None:
-            self._session = self._open_session()
+        session = self._session_for(asyncio.get_running_loop())
         timeout = request.extensions.get("timeout", {})
         try:
             body: Any = request.content or None
         except httpx.RequestNotRead:  # a streamed upload: aiohttp reads the async iterator
             body = request.stream
-        origin = (request.url.scheme, request.url.host, request.url.port)
-        if origin not in self._proxies:
-            self._proxies[origin] = env_proxy(request.url)
+        proxy = self._proxy_for(request)
+        lookup_timeout = _LOOKUP_TIMEOUT.set(timeout.get("connect"))
         failure: httpx.TransportError | None = None
         try:
-            response = await self._session.request(
-                request.method,
-                URL(str(request.url), encoded=True),
-                headers=request.headers.multi_items(),
-                data=body,
-                allow_redirects=False,
-                proxy=self._proxies[origin],
-                timeout=aiohttp.ClientTimeout(
-                    total=None,
-                    connect=timeout.get("pool"),  # a free connection, connecting included
-                    sock_connect=timeout.get("connect"),
-                    sock_read=timeout.get("read"),
-                ),
-            )
+            async with asyncio.timeout(_sending_deadline(timeout)):
+                response = await session.request(
+                    request.method,
+                    URL(str(request.url), encoded=True),
+                    headers=request.headers.multi_items(),
+                    data=body,
+                    allow_redirects=False,
+                    proxy=proxy,
+                    timeout=aiohttp.ClientTimeout(
+                        total=None,
+                        connect=timeout.get("pool"),  # a free connection, connecting included
+                        sock_connect=timeout.get("connect"),
+                        sock_read=timeout.get("read"),
+                    ),
+                )
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             failure = translate(exc, request)
+        finally:
+            _LOOKUP_TIMEOUT.reset(lookup_timeout)
         if failure is not None:
             raise failure  # outside the except block: no aiohttp cause or context is kept
         return httpx.Response(
@@ -142,10 +186,41 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             },
         )
 
+    def _session_for(self, loop: asyncio.AbstractEventLoop) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session, self._loop = self._open_session(), loop
+        elif loop is not self._loop:
+            raise RuntimeError(
+                "this async client is bound to the event loop of its first request and was used from "
+                "another one; create one client per event loop (QwenHook.get_async_client does)"
+            )
+        return self._session
+
+    def _proxy_for(self, request: httpx.Request) -> str | None:
+        """The environment's proxy for the request's origin, looked up once per origin."""
+        origin = (request.url.scheme, request.url.host, request.url.port)
+        if origin not in self._proxies:
+            self._proxies[origin] = env_proxy(request.url)
+        proxy = self._proxies[origin]
+        if proxy is not None and URL(proxy).scheme not in PROXY_SCHEMES:
+            raise httpx.UnsupportedProtocol(
+                f"the proxy {without_credentials(proxy)} set in the environment for {request.url.host} "
+                f"is not supported; allowed: {', '.join(s + '://' for s in PROXY_SCHEMES)} "
+                "(or exempt the host with NO_PROXY)",
+                request=request,
+            )
+        return proxy
+
     async def aclose(self) -> None:
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
+
+
+def _sending_deadline(timeout: dict[str, float | None]) -> float | None:
+    """The longest a request may take to get its answer's head: pool + write + read (None: no bound)."""
+    phases = [timeout.get("pool"), timeout.get("write"), timeout.get("read")]
+    return None if any(p is None for p in phases) else sum(p for p in phases if p is not None)
 
 
 class _ResponseBody(httpx.AsyncByteStream):

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 import time
 
+import httpx
 import pytest
 
 from airflow_provider_qwen.client import AsyncQwenClient, QwenClient
 from airflow_provider_qwen.client.errors import QwenError, StreamError
 from airflow_provider_qwen.client.retry import RetryPolicy
+from airflow_provider_qwen.client.transport import AiohttpTransport
 from airflow_provider_qwen.testing import Fault
 
 PROMPT = "Quarterly revenue rose 12 percent. Costs fell. The board approved the plan."
@@ -163,4 +166,102 @@ def test_the_proxy_from_the_environment_is_used_unless_no_proxy_exempts_the_host
     with pytest.raises(QwenError, match="could not reach") as raised:
         async_call("http://qwen.invalid/v1", qwen_emulator.api_key)
     assert raised.value.unconfirmed_tries == 0
+    assert len(qwen_emulator.chat_requests()) == 1
+
+
+# -- where aiohttp has no timeout of httpx's, or no answer for a case --------------------------------
+
+
+def serve_in_thread(handler) -> int:
+    """A loopback asyncio server running ``handler(reader, writer)`` in a daemon thread; its port."""
+    ready: list[int] = []
+    started = threading.Event()
+
+    def run() -> None:
+        async def main() -> None:
+            server = await asyncio.start_server(handler, "127.0.0.1", 0)
+            ready.append(server.sockets[0].getsockname()[1])
+            started.set()
+            await asyncio.sleep(3600)
+
+        asyncio.run(main())
+
+    threading.Thread(target=run, daemon=True).start()
+    started.wait(5)
+    return ready[0]
+
+
+def clear_proxy_env(monkeypatch) -> None:
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+def test_a_proxy_that_refuses_is_never_charged_and_its_password_never_shown(monkeypatch):
+    async def refuse(reader, writer) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    clear_proxy_env(monkeypatch)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://user:proxypass@127.0.0.1:{serve_in_thread(refuse)}")
+    with pytest.raises(QwenError, match="407") as raised:
+        async_call("https://api.example.test/v1", "sk-proxy-test")
+    assert raised.value.unconfirmed_tries == 0  # the request never got past the proxy
+    assert "proxypass" not in str(raised.value)
+
+
+def test_a_socks_proxy_in_the_environment_is_refused_clearly(qwen_emulator, monkeypatch):
+    clear_proxy_env(monkeypatch)
+    monkeypatch.setenv("ALL_PROXY", "socks5://user:pw@127.0.0.1:1080")
+    with pytest.raises(QwenError, match="is not supported; allowed: http://, https://") as raised:
+        async_call(qwen_emulator.base_url, qwen_emulator.api_key)
+    assert "user:pw" not in str(raised.value)
+    assert qwen_emulator.chat_requests() == []
+
+
+def test_a_server_that_never_reads_the_request_times_out():
+    with socket.socket() as server:  # listens, never accepts: the upload stalls in the kernel buffers
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/v1/chat/completions"
+
+        async def run() -> float:
+            started = time.monotonic()
+            async with httpx.AsyncClient(transport=AiohttpTransport(max_connections=1)) as client:
+                post = client.post(url, content=b"x" * (16 << 20), timeout=httpx.Timeout(0.3))
+                # maybe sent: counted as possibly charged; without the bound, wait_for's TimeoutError
+                with pytest.raises(httpx.ReadTimeout):
+                    await asyncio.wait_for(post, 10)
+            return time.monotonic() - started
+
+        assert asyncio.run(run()) < 5  # pool + write + read = 0.9 s; without a bound it hangs
+
+
+def test_a_slow_name_lookup_is_bounded_by_the_connect_timeout(monkeypatch):
+    real = socket.getaddrinfo
+
+    def slow(host, *args, **kwargs):
+        if host in ("slow.test", b"slow.test"):
+            time.sleep(2)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+
+    async def run() -> float:
+        started = time.monotonic()
+        async with httpx.AsyncClient(transport=AiohttpTransport(max_connections=1)) as client:
+            with pytest.raises(httpx.ConnectTimeout):  # never sent
+                await client.get("http://slow.test/v1/models", timeout=httpx.Timeout(30, connect=0.3))
+        return time.monotonic() - started
+
+    assert asyncio.run(run()) < 1.5
+
+
+def test_a_client_used_from_a_second_event_loop_refuses_before_sending(qwen_emulator):
+    client = AsyncQwenClient(qwen_emulator.api_key, base_url=qwen_emulator.base_url, max_retries=0)
+    asyncio.run(client.chat(PROMPT))
+    with pytest.raises(RuntimeError, match="bound to the event loop of its first request"):
+        asyncio.run(client.chat(PROMPT))
     assert len(qwen_emulator.chat_requests()) == 1
