@@ -123,6 +123,13 @@ def run_batch(items: int, concurrency: int, run_id: str, operator_class: Any = N
     return elapsed, ti.pushed["qwen_batch"]
 
 
+def endpoint(conn: str) -> tuple[str, dict[str, str]]:
+    """The chat-completions URL and headers of the emulator's connection JSON."""
+    config = json.loads(conn)
+    headers = {"Authorization": f"Bearer {config['password']}", "Content-Type": "application/json"}
+    return f"{config['host']}/chat/completions", headers
+
+
 def request_body(i: int) -> bytes:
     message = {"role": "user", "content": f"Summarise in one line: {TEXT.format(i=i)}"}
     request = {"model": "alibaba/qwen3.7-max", "messages": [message], "max_completion_tokens": 200}
@@ -147,9 +154,7 @@ def bare_httpx(items: int, concurrency: int, conn: str) -> float:
     """Seconds for the same requests through one bare httpx.AsyncClient (no operator, no models)."""
     import httpx
 
-    config = json.loads(conn)
-    url = f"{config['host']}/chat/completions"
-    headers = {"Authorization": f"Bearer {config['password']}", "Content-Type": "application/json"}
+    url, headers = endpoint(conn)
 
     async def main() -> float:
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
@@ -167,9 +172,7 @@ def bare_aiohttp(items: int, concurrency: int, conn: str) -> float:
     """Seconds for the same requests through a bare aiohttp session: the floor of our HTTP stack."""
     import aiohttp
 
-    config = json.loads(conn)
-    url = f"{config['host']}/chat/completions"
-    headers = {"Authorization": f"Bearer {config['password']}", "Content-Type": "application/json"}
+    url, headers = endpoint(conn)
 
     async def main() -> float:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as session:

@@ -154,7 +154,7 @@ async def chat_completions(request: Request) -> Any:
     # The answer is decided on receipt and delivered when the latency has passed, so the latency
     # is the service's whole time from receipt: the emulator's own work does not add to it.
     try:
-        failure, answer = _decide(state, body, entry, faults)
+        decided = _decide(state, body, entry, faults)
     except UnsupportedSchema as exc:
         return fail(400, [str(exc)])
     state.enter()
@@ -163,13 +163,12 @@ async def chat_completions(request: Request) -> Any:
         delay = state.latency + sum(f.delay for f in faults) - (time.monotonic() - started)
         if delay > 0:
             await asyncio.sleep(delay)
-        if failure is not None:
-            return _answered(entry, failure)
-        assert answer is not None
-        if answer.charge is not None:
-            state.charge(answer.charge)
+        if not isinstance(decided, _Planned):
+            return _answered(entry, decided)  # the failure a fault gives
+        if decided.charge is not None:
+            state.charge(decided.charge)
         handed_over = True
-        return _answered(entry, answer.response)
+        return _answered(entry, decided.response)
     finally:
         if not handed_over:
             state.leave()
@@ -182,17 +181,15 @@ class _Planned(NamedTuple):
     charge: Charge | None
 
 
-def _decide(
-    state: EmulatorState, body: dict[str, Any], entry: LoggedRequest, faults: list[Fault]
-) -> tuple[Any, _Planned | None]:
-    """(the failure a fault gives, None) or (None, the generated answer)."""
+def _decide(state: EmulatorState, body: dict[str, Any], entry: LoggedRequest, faults: list[Fault]) -> Any:
+    """The failure response a fault gives, else the generated answer (a ``_Planned``)."""
     for fault in faults:
         if fault.kind == "stream_error" and not body.get("stream"):
             fault = Fault.server_error(fault.status or 500)  # no stream to break: fail whole
         response = _fault_response(fault, entry)
         if response is not None:
-            return response, None
-    return None, _answer(state, body, entry, faults)
+            return response
+    return _answer(state, body, entry, faults)
 
 
 def _answer(

@@ -152,10 +152,14 @@ def test_a_streamed_answer_arrives_event_by_event(qwen_emulator):
     assert seen[-1] - seen[0] >= 0.2 * (len(seen) - 2)  # not buffered until the end
 
 
-def test_the_proxy_from_the_environment_is_used_unless_no_proxy_exempts_the_host(qwen_emulator, monkeypatch):
+def clear_proxy_env(monkeypatch) -> None:
     for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.upper(), raising=False)
+
+
+def test_the_proxy_from_the_environment_is_used_unless_no_proxy_exempts_the_host(qwen_emulator, monkeypatch):
+    clear_proxy_env(monkeypatch)
     monkeypatch.setenv("HTTP_PROXY", qwen_emulator.url)  # the emulator answers absolute-form targets
     answer = async_call("http://qwen.invalid/v1", qwen_emulator.api_key)
     assert answer.content
@@ -189,12 +193,6 @@ def serve_in_thread(handler) -> int:
     threading.Thread(target=run, daemon=True).start()
     started.wait(5)
     return ready[0]
-
-
-def clear_proxy_env(monkeypatch) -> None:
-    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.upper(), raising=False)
 
 
 def test_a_proxy_that_refuses_is_never_charged_and_its_password_never_shown(monkeypatch):
