@@ -21,8 +21,8 @@ import pytest
 
 from airflow_provider_qwen.operators import QwenBatchOperator
 from airflow_provider_qwen.testing.schema import request_errors
-from tests.unit.batch_fakes import BatchTI
-from tests.unit.operator_fakes import run
+from tests.support.batch_fakes import BatchTI
+from tests.support.operator_fakes import run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -107,8 +107,8 @@ CHILD = textwrap.dedent(
     import sys
     sys.path.insert(0, {root!r})
     from airflow_provider_qwen.operators import QwenBatchOperator
-    from tests.unit.batch_fakes import BatchTI
-    from tests.unit.operator_fakes import run
+    from tests.support.batch_fakes import BatchTI
+    from tests.support.operator_fakes import run
 
     op = QwenBatchOperator(
         task_id="batch",

@@ -13,7 +13,7 @@ from airflow_provider_qwen.client.errors import BudgetExceededError
 from airflow_provider_qwen.operators import QwenChatOperator, QwenCostReportOperator
 from airflow_provider_qwen.operators.cost import worst_case_usd
 from tests.integration.conftest import DagRunResult
-from tests.unit.operator_fakes import FakeTI, run
+from tests.support.operator_fakes import FakeTI, run
 
 MODEL = "alibaba/qwen3.7-max"
 ONE_CREDIT = Decimal("0.0000005")

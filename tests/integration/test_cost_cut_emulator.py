@@ -20,7 +20,7 @@ from airflow_provider_qwen.client.cost import (
 from airflow_provider_qwen.client.errors import APIConnectionError, StreamError
 from airflow_provider_qwen.operators import QwenChatOperator
 from airflow_provider_qwen.testing.faults import Fault
-from tests.unit.operator_fakes import FakeTI, run
+from tests.support.operator_fakes import FakeTI, run
 
 MODEL = "alibaba/qwen3.7-max"
 PRICE = PriceTable().get(MODEL)

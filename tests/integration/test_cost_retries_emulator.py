@@ -12,7 +12,7 @@ from airflow.sdk import DAG
 
 from airflow_provider_qwen.operators import QwenChatOperator, QwenCostReportOperator
 from airflow_provider_qwen.testing.faults import Fault
-from tests.unit.operator_fakes import run
+from tests.support.operator_fakes import run
 
 START = pendulum.datetime(2025, 1, 1, tz="UTC")
 

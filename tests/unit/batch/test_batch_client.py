@@ -11,9 +11,9 @@ import respx
 
 from airflow_provider_qwen.batch.client import LimiterRetryPolicy, connections_for
 from airflow_provider_qwen.operators import QwenBatchOperator
-from tests.unit.batch_fakes import BatchTI
-from tests.unit.client_helpers import BASE_URL, CHAT_URL, KEY, Recorder, ok, status
-from tests.unit.operator_fakes import run
+from tests.support.batch_fakes import BatchTI
+from tests.support.client_helpers import BASE_URL, CHAT_URL, KEY, Recorder, ok, status
+from tests.support.operator_fakes import run
 
 
 @pytest.fixture

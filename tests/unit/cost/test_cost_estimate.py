@@ -10,7 +10,7 @@ import pytest
 import respx
 
 from airflow_provider_qwen.operators.chat import QwenChatOperator
-from tests.unit.operator_fakes import run
+from tests.support.operator_fakes import run
 
 BASE_URL = "http://127.0.0.1:8124/v1"
 MODEL = "alibaba/qwen3.7-max"

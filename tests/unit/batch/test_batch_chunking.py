@@ -8,8 +8,8 @@ import pytest
 
 from airflow_provider_qwen.batch.chunking import estimate_tokens, reduce_groups, split_text
 from airflow_provider_qwen.operators import QwenBatchOperator
-from tests.unit.batch_fakes import BatchTI, user_text, with_async_client
-from tests.unit.operator_fakes import answer, run
+from tests.support.batch_fakes import BatchTI, user_text, with_async_client
+from tests.support.operator_fakes import answer, run
 
 
 @pytest.fixture(autouse=True)

@@ -24,7 +24,7 @@ from airflow_provider_qwen.client.errors import (
 )
 from airflow_provider_qwen.client.request import build_request
 from airflow_provider_qwen.client.transport import AiohttpTransport
-from tests.unit.client_helpers import (
+from tests.support.client_helpers import (
     BASE_URL,
     CHAT_URL,
     KEY,

@@ -11,8 +11,8 @@ from airflow_provider_qwen.callbacks import make_cost_callback, qwen_cost_callba
 from airflow_provider_qwen.operators import QwenCostReportOperator
 from airflow_provider_qwen.operators.chat import QwenChatOperator
 from airflow_provider_qwen.operators.cost import combine_records
-from tests.unit.cost_fakes import FakeRun, cost_record
-from tests.unit.operator_fakes import MODEL
+from tests.support.cost_fakes import FakeRun, cost_record
+from tests.support.operator_fakes import MODEL
 
 CHEAP = "alibaba/qwen-turbo"
 

@@ -25,7 +25,7 @@ from airflow_provider_qwen.client.errors import (
     ServerError,
 )
 from airflow_provider_qwen.client.request import build_request
-from tests.unit.client_helpers import (
+from tests.support.client_helpers import (
     BASE_URL,
     CHAT_URL,
     KEY,

@@ -8,7 +8,7 @@ from airflow.sdk import DAG
 
 from airflow_provider_qwen.operators import QwenChatOperator, QwenToolCallOperator
 from airflow_provider_qwen.operators.base import QwenBaseOperator
-from tests.unit.operator_fakes import FakeTI, answer, run, with_client
+from tests.support.operator_fakes import FakeTI, answer, run, with_client
 
 DOCUMENT = "Quarterly notes. The template {{ 7*7 }} and {% if x %}tags{% endif %} are plain text here."
 

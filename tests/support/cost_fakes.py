@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_provider_qwen.client.cost import Cost, CostLedger
-from tests.unit.operator_fakes import MODEL
+from tests.support.operator_fakes import MODEL
 
 
 class FakeRun:

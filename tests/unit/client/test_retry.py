@@ -31,7 +31,7 @@ from airflow_provider_qwen.client.retry import (
     server_delay,
     should_retry_header,
 )
-from tests.unit.client_helpers import (
+from tests.support.client_helpers import (
     BASE_URL,
     CHAT_URL,
     KEY,

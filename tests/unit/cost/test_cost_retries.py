@@ -12,8 +12,8 @@ from airflow_provider_qwen.client.errors import BudgetExceededError, QwenError, 
 from airflow_provider_qwen.operators.base import QwenBaseOperator
 from airflow_provider_qwen.operators.chat import QwenChatOperator
 from airflow_provider_qwen.operators.cost_journal import CostJournal
-from tests.unit.cost_fakes import FakeRun
-from tests.unit.operator_fakes import FakeTI, answer, run, with_client
+from tests.support.cost_fakes import FakeRun
+from tests.support.operator_fakes import FakeTI, answer, run, with_client
 
 
 @pytest.fixture

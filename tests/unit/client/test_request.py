@@ -11,7 +11,7 @@ import pytest
 from airflow_provider_qwen.client.errors import InvalidRequestError
 from airflow_provider_qwen.client.request import PARAMETER_NAMES, RANGES, ChatRequest, build_request
 
-SCHEMA = Path(__file__).parents[2] / "airflow_provider_qwen/testing/schemas/qwen3.7-max.openapi.json"
+SCHEMA = Path(__file__).parents[3] / "airflow_provider_qwen/testing/schemas/qwen3.7-max.openapi.json"
 HI = [{"role": "user", "content": "hi"}]
 
 

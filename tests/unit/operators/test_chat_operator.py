@@ -17,7 +17,7 @@ from airflow_provider_qwen.client.models import ChatCompletionChunk
 from airflow_provider_qwen.operators import QwenChatOperator
 from airflow_provider_qwen.operators.base import QwenBaseOperator
 from airflow_provider_qwen.operators.chat import StreamProgress
-from tests.unit.operator_fakes import FakeTI, answer, run, with_client
+from tests.support.operator_fakes import FakeTI, answer, run, with_client
 
 
 def test_returns_text_and_pushes_cost_with_try_number(mocker):

@@ -20,8 +20,8 @@ from airflow_provider_qwen.client.errors import (
     ServerError,
 )
 from airflow_provider_qwen.operators import QwenBatchOperator
-from tests.unit.batch_fakes import USD, BatchTI, echo, user_text, with_async_client
-from tests.unit.operator_fakes import answer, run
+from tests.support.batch_fakes import USD, BatchTI, echo, user_text, with_async_client
+from tests.support.operator_fakes import answer, run
 
 
 @pytest.fixture(autouse=True)

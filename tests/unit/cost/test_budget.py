@@ -22,8 +22,8 @@ from airflow_provider_qwen.operators.cost import (
     qwen_task_ids,
     worst_case_usd,
 )
-from tests.unit.cost_fakes import FakeRun, cost_record
-from tests.unit.operator_fakes import MODEL, answer, run, with_client
+from tests.support.cost_fakes import FakeRun, cost_record
+from tests.support.operator_fakes import MODEL, answer, run, with_client
 
 PRICES = PriceTable()
 

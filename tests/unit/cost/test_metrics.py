@@ -12,7 +12,7 @@ from airflow_provider_qwen.client.cost import Cost, CostLedger
 from airflow_provider_qwen.client.errors import ServerError
 from airflow_provider_qwen.operators.base import QwenBaseOperator
 from airflow_provider_qwen.operators.chat import QwenChatOperator
-from tests.unit.operator_fakes import MODEL, answer, run, with_client
+from tests.support.operator_fakes import MODEL, answer, run, with_client
 
 TAGS = {"dag_id": "metrics_dag", "task_id": "chat", "model": MODEL}
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from airflow_provider_qwen.client.errors import InvalidRequestError, StructuredOutputError
 from airflow_provider_qwen.operators import QwenToolCallOperator
 from airflow_provider_qwen.operators.base import QwenBaseOperator
-from tests.unit.operator_fakes import FakeTI, answer, run, with_client
+from tests.support.operator_fakes import FakeTI, answer, run, with_client
 
 
 class Sentiment(BaseModel):

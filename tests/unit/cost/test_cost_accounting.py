@@ -13,7 +13,7 @@ from airflow_provider_qwen.operators.base import QwenBaseOperator
 from airflow_provider_qwen.operators.chat import QwenChatOperator
 from airflow_provider_qwen.operators.cost import TaskCost, combine_records
 from airflow_provider_qwen.operators.cost_report import RunCost
-from tests.unit.operator_fakes import MODEL, answer, run, with_client
+from tests.support.operator_fakes import MODEL, answer, run, with_client
 
 
 def tokens_only(prompt: int = 1000, completion: int = 500) -> ChatCompletion:

@@ -17,7 +17,7 @@ from typing import Any
 from airflow_provider_qwen.client.cost import PriceTable
 from airflow_provider_qwen.client.models import ChatCompletion
 from airflow_provider_qwen.client.request import ChatRequest
-from tests.unit.operator_fakes import MODEL, FakeTI, answer
+from tests.support.operator_fakes import MODEL, FakeTI, answer
 
 Reply = Callable[[ChatRequest], "ChatCompletion | Exception | tuple[float, ChatCompletion | Exception]"]
 

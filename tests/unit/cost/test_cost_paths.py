@@ -37,7 +37,7 @@ from airflow_provider_qwen.client.request import build_request
 from airflow_provider_qwen.operators.base import QwenBaseOperator
 from airflow_provider_qwen.operators.chat import QwenChatOperator
 from airflow_provider_qwen.operators.cost import TaskCost
-from tests.unit.client_helpers import (
+from tests.support.client_helpers import (
     BASE_URL,
     CHAT_URL,
     KEY,
@@ -51,7 +51,7 @@ from tests.unit.client_helpers import (
     ok,
     sse,
 )
-from tests.unit.operator_fakes import FakeHook, FakeTI, run
+from tests.support.operator_fakes import FakeHook, FakeTI, run
 
 PRICES = PriceTable()
 PRICE = PRICES.get(MODEL)

@@ -16,8 +16,8 @@ from airflow_provider_qwen.client.errors import ServerError
 from airflow_provider_qwen.client.request import build_request
 from airflow_provider_qwen.operators import QwenBatchOperator
 from airflow_provider_qwen.storage import storage_base, task_folder
-from tests.unit.batch_fakes import USD, BatchTI, echo, user_text, with_async_client
-from tests.unit.operator_fakes import answer, run
+from tests.support.batch_fakes import USD, BatchTI, echo, user_text, with_async_client
+from tests.support.operator_fakes import answer, run
 
 
 @pytest.fixture(autouse=True)
