@@ -24,7 +24,7 @@ CostSink = Callable[[dict[str, Any], Mapping[str, Any]], Any]
 
 def run_cost_report(context: Mapping[str, Any]) -> dict[str, Any] | None:
     """The run's cost report (as QwenCostReportOperator returns it), logged as a table; None if unreadable."""
-    from airflow_provider_qwen.operators.cost_report import collect_run_cost
+    from airflow_provider_qwen.operators.spend import collect_run_cost
 
     if context.get("ti") is None:
         log.warning(
@@ -70,7 +70,7 @@ def _task_sdk_comms(ti: Any) -> Iterator[None]:
         pid=os.getpid(),
         process=psutil.Process(),
         process_log=structlog.get_logger(logger_name="task").bind(),
-        client=InProcessTestSupervisor._api_client(),
+        client=InProcessTestSupervisor._api_client(),  # type: ignore[no-untyped-call]
     )
     supervisor.comms = InProcessSupervisorComms(supervisor=supervisor)
     with set_supervisor_comms(supervisor.comms):

@@ -1,16 +1,4 @@
-"""Airflow metrics of Qwen spend, so StatsD / OpenTelemetry dashboards show cost next to task health.
-
-Emitted once per task try, for what that try spent, tagged ``dag_id``, ``task_id`` and ``model``
-(plain StatsD drops tags; use the Datadog, InfluxDB-style StatsD or OpenTelemetry backend to keep them):
-
-- ``qwen.requests``           counter, paid responses
-- ``qwen.tokens.prompt``      counter, prompt tokens
-- ``qwen.tokens.completion``  counter, completion tokens (reasoning included)
-- ``qwen.cost.usd``           counter of USD as a float (StatsD and OTel counters both add floats)
-- ``qwen.cost.credits``       counter of service credits, an exact integer (1 USD = 2,000,000 credits)
-
-Metrics never fail a task: a broken metrics backend is logged and ignored.
-"""
+"""Airflow's side of the Qwen cost metrics: the metrics facade; names and emission in ``cost.metrics``."""
 
 from __future__ import annotations
 
@@ -18,16 +6,21 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_qwen.cost import metrics as _metrics
+from airflow_provider_qwen.cost.metrics import (
+    COMPLETION_TOKENS,
+    COST_CREDITS,
+    COST_USD,
+    PROMPT_TOKENS,
+    REQUESTS,
+)
+
 if TYPE_CHECKING:
-    from airflow_provider_qwen.client.cost import CostLedger
+    from airflow_provider_qwen.cost.record import CostTotals
 
 log = logging.getLogger(__name__)
 
-REQUESTS = "qwen.requests"
-PROMPT_TOKENS = "qwen.tokens.prompt"
-COMPLETION_TOKENS = "qwen.tokens.completion"
-COST_USD = "qwen.cost.usd"
-COST_CREDITS = "qwen.cost.credits"
+__all__ = ["COMPLETION_TOKENS", "COST_CREDITS", "COST_USD", "PROMPT_TOKENS", "REQUESTS", "emit_cost_metrics"]
 
 
 def get_stats() -> Any:
@@ -39,18 +32,11 @@ def get_stats() -> Any:
     return Stats
 
 
-def emit_cost_metrics(by_model: Mapping[str, CostLedger], *, dag_id: str, task_id: str) -> None:
-    """Emit one try's spend, one set of counters per model it used."""
+def emit_cost_metrics(by_model: Mapping[str, CostTotals], *, dag_id: str, task_id: str) -> None:
+    """Emit one try's spend through Airflow's metrics; never raises."""
     try:
         stats = get_stats()
-        for model, ledger in by_model.items():
-            if not ledger.requests:
-                continue
-            tags = {"dag_id": dag_id, "task_id": task_id, "model": model}
-            stats.incr(REQUESTS, count=ledger.requests, tags=tags)
-            stats.incr(PROMPT_TOKENS, count=ledger.prompt_tokens, tags=tags)
-            stats.incr(COMPLETION_TOKENS, count=ledger.completion_tokens, tags=tags)
-            stats.incr(COST_CREDITS, count=ledger.cost.credits_used, tags=tags)
-            stats.incr(COST_USD, count=float(ledger.usd_spent), tags=tags)
     except Exception:
         log.warning("could not emit Qwen cost metrics", exc_info=True)
+        return
+    _metrics.emit_cost_metrics(stats, by_model, dag_id=dag_id, task_id=task_id)

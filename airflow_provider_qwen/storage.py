@@ -9,6 +9,7 @@ ObjectStoragePath URL, e.g. ``s3://bucket/qwen`` (with ``[qwen] storage_conn_id`
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -16,6 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
+
+    from airflow_provider_qwen.cost.journal import CostJournal
+
+log = logging.getLogger(__name__)
 
 CONFIG_SECTION = "qwen"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:+=@,~-]")
@@ -72,3 +77,19 @@ def local_path(path: ObjectStoragePath) -> str | None:
     if (path.protocol or "file") in ("file", "local"):
         return path.path
     return None
+
+
+def cost_journal(context: Mapping[str, Any] | None) -> CostJournal:
+    """The cost journal of the task instance running in ``context``; disabled outside a real task run."""
+    from airflow_provider_qwen.cost.journal import JOURNAL_FOLDER, CostJournal
+
+    ti = (context or {}).get("ti")
+    if not all(isinstance(getattr(ti, name, None), str) for name in ("dag_id", "run_id", "task_id")):
+        return CostJournal(None)
+    try:
+        folder = task_folder(context or {}) / JOURNAL_FOLDER
+        folder.mkdir(parents=True, exist_ok=True)
+    except Exception as exc:
+        log.warning("Qwen cost journal unavailable (%s): earlier tries will not be counted", exc)
+        return CostJournal(None)
+    return CostJournal(folder)

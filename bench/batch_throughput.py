@@ -189,8 +189,10 @@ def bare_aiohttp(items: int, concurrency: int, conn: str) -> float:
 
 def stand_in_operator(latency: float) -> Any:
     """The operator class with a hook whose client only sleeps ``latency`` and answers a canned reply."""
-    from airflow_provider_qwen.client.cost import PriceTable
-    from airflow_provider_qwen.client.models import ChatCompletion
+    from contextlib import asynccontextmanager
+
+    from airflow_provider_qwen.client.models import CallInfo, ChatCompletion
+    from airflow_provider_qwen.client.pricing import Cost, PriceTable
     from airflow_provider_qwen.operators import QwenBatchOperator
 
     reply = {
@@ -202,9 +204,11 @@ def stand_in_operator(latency: float) -> Any:
     }
 
     class Client:
-        async def send(self, request: Any) -> ChatCompletion:
+        async def send(self, request: Any, *, retry_after_send: bool = True) -> ChatCompletion:
             await asyncio.sleep(latency)
-            return ChatCompletion.model_validate(reply).bind(requested_model=request.model, inference_id="x")
+            completion = ChatCompletion.model_validate(reply)
+            completion.call = CallInfo(request.model, "x", None, completion.reported_cost or Cost())
+            return completion
 
         async def aclose(self) -> None:
             pass
@@ -213,8 +217,9 @@ def stand_in_operator(latency: float) -> Any:
         default_model = "alibaba/qwen3.7-max"
         prices = PriceTable()
 
-        async def anew_async_client(self, **_: Any) -> Client:
-            return Client()
+        @asynccontextmanager
+        async def async_client(self, **_: Any) -> Any:
+            yield Client()
 
     class StandIn(QwenBatchOperator):
         hook = Hook()  # type: ignore[assignment]

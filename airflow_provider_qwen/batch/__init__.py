@@ -1,7 +1,7 @@
 """The batch engine behind QwenBatchOperator: many items, one task, nothing lost, nothing paid twice.
 
 - ``limiter``: bounded, adaptive concurrency (AIMD on 429, Retry-After, requests-per-minute cap).
-- ``client``: the batch's own client: 429s go to the limiter, connections for every slot.
+- ``retry_policy``: the batch's own client's policy: 429s go to the limiter, a connection per slot.
 - ``chunking``: long items split on paragraph/sentence boundaries, then map-reduce.
 - ``checkpoint``: a journal of finished items under the provider's storage, read back on a retry.
 - ``inputs``: the ``items`` argument, resolved (never rendered) and checked.

@@ -10,19 +10,13 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-# Qwen's tokenizer gives about 4 UTF-8 bytes per token for English and Chinese text alike;
-# 3 keeps a margin so that a part estimated to fit really fits.
-BYTES_PER_TOKEN = 3
+from airflow_provider_qwen.client.tokens import BYTES_PER_TOKEN, text_tokens
+
 MIN_PART_TOKENS = 32  # below this a split makes no sense: the prompt leaves no room for text
 
 _PARAGRAPH = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 _SENTENCE = re.compile(r"(?<=[.!?\u2026])\s+|(?<=[\u3002\uff01\uff1f\uff1b])")
 _WORD = re.compile(r"(?<=\S)(?=\s)")
-
-
-def estimate_tokens(text: str) -> int:
-    """Estimated tokens of ``text`` (deliberately a little high)."""
-    return -(-len(text.encode("utf-8")) // BYTES_PER_TOKEN)
 
 
 def split_text(text: str, max_tokens: int) -> list[str]:
@@ -34,7 +28,7 @@ def split_text(text: str, max_tokens: int) -> list[str]:
     """
     if max_tokens < 1:
         raise ValueError(f"max_tokens={max_tokens} must be >= 1")
-    if estimate_tokens(text) <= max_tokens:
+    if text_tokens(text) <= max_tokens:
         return [text]
     pieces: list[tuple[str, str]] = []  # (separator before it, piece)
     for paragraph in _PARAGRAPH.split(text.strip()):
@@ -46,15 +40,15 @@ def split_text(text: str, max_tokens: int) -> list[str]:
 def _fit(paragraph: str, max_tokens: int) -> list[tuple[str, str]]:
     """A paragraph as (separator, piece) pairs that each fit: itself, its sentences, their words,
     or slices of a word (joined back without a separator)."""
-    if estimate_tokens(paragraph) <= max_tokens:
+    if text_tokens(paragraph) <= max_tokens:
         return [("", paragraph)]
     pieces: list[tuple[str, str]] = []
     for sentence in (s for s in _SENTENCE.split(paragraph) if s.strip()):
-        if estimate_tokens(sentence) <= max_tokens:
+        if text_tokens(sentence) <= max_tokens:
             pieces.append((" ", sentence.strip()))
             continue
         for word in (w.strip() for w in _WORD.split(sentence) if w.strip()):
-            if estimate_tokens(word) <= max_tokens:
+            if text_tokens(word) <= max_tokens:
                 pieces.append((" ", word))
                 continue
             step = max(1, max_tokens * BYTES_PER_TOKEN // 4)  # 4 bytes per character at most
@@ -68,7 +62,7 @@ def _pack(pieces: list[tuple[str, str]], max_tokens: int) -> list[str]:
     current = ""
     for separator, piece in pieces:
         candidate = f"{current}{separator}{piece}" if current else piece
-        if current and estimate_tokens(candidate) > max_tokens:
+        if current and text_tokens(candidate) > max_tokens:
             packed.append(current)
             current = piece
         else:
@@ -90,7 +84,7 @@ def reduce_groups(texts: Sequence[str], max_tokens: int) -> list[list[int]]:
     current: list[int] = []
     size = 0
     for index, text in enumerate(texts):
-        tokens = estimate_tokens(text)
+        tokens = text_tokens(text)
         if len(current) >= 2 and size + tokens > max_tokens:
             groups.append(current)
             current, size = [], 0

@@ -39,11 +39,11 @@ def check_items(where: str, items: Any) -> list[Any]:
             f"{where}: items must be a list of strings or dicts (a literal list, task.output or "
             f".expand(items=...)), got {type(items).__name__}"
         )
-    items = list(items)
-    for index, item in enumerate(items):
+    listed: list[Any] = list(items)
+    for index, item in enumerate(listed):
         if not isinstance(item, (str, Mapping)):
             raise InvalidRequestError(
                 f"{where}: items[{index}] is a {type(item).__name__} ({item!r:.80}); each item must be a "
                 "string or a dict"
             )
-    return items
+    return listed

@@ -11,16 +11,17 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_qwen.batch.checkpoint import Journal, request_key
-from airflow_provider_qwen.batch.chunking import MIN_PART_TOKENS, estimate_tokens, reduce_groups, split_text
-from airflow_provider_qwen.client.cost import Cost
+from airflow_provider_qwen.batch.chunking import MIN_PART_TOKENS, reduce_groups, split_text
 from airflow_provider_qwen.client.errors import BudgetExceededError, InvalidRequestError, QwenError
+from airflow_provider_qwen.client.tokens import request_tokens, text_tokens
+from airflow_provider_qwen.cost.record import CostTotals
 
 if TYPE_CHECKING:
     from airflow_provider_qwen.batch.outputs import OutputStore
+    from airflow_provider_qwen.client.builder import RequestBuilder
     from airflow_provider_qwen.client.models import ChatCompletion
     from airflow_provider_qwen.client.request import ChatRequest
     from airflow_provider_qwen.client.structured import ToolSpec
@@ -54,11 +55,10 @@ class ItemPlan:
 
     items: Sequence[Any]
     render_prompt: Render  # variables (item, index, chunk ...) -> the user message
-    build: Callable[[list[dict[str, Any]]], ChatRequest]  # messages -> a validated request
+    requests: RequestBuilder  # messages -> a validated request
     base_messages: list[dict[str, Any]] = field(default_factory=list)  # system prompt, history
     spec: ToolSpec | None = None  # structured result through a forced tool call
     max_repairs: int = 2
-    fail_on_truncation: bool = False
     max_input_tokens: int | None = None
     chunk_field: str = "text"
     render_reduce: Render | None = None
@@ -77,56 +77,33 @@ class ItemOutcome:
     parts: int = 0
     resumed: bool = False
     truncated: bool = False
-    reused: Cost = field(default_factory=Cost)  # checkpointed work this try took instead of sending
-    reused_requests: int = 0
+    reused: CostTotals = field(default_factory=CostTotals)  # checkpointed work taken instead of sent
 
 
 @dataclass
 class _Spend:
     """What producing one piece of work took: requests paid now, and checkpointed work reused."""
 
-    requests: int = 0
-    cost: Cost = field(default_factory=Cost)
+    paid: CostTotals = field(default_factory=CostTotals)
+    reused: CostTotals = field(default_factory=CostTotals)
     truncated: bool = False
-    reused_requests: int = 0
-    reused: Cost = field(default_factory=Cost)
 
     def merge(self, other: _Spend) -> None:
-        self.requests += other.requests
-        self.cost = self.cost + other.cost
+        self.paid.merge(other.paid)
+        self.reused.merge(other.reused)
         self.truncated = self.truncated or other.truncated
-        self.reused_requests += other.reused_requests
-        self.reused = self.reused + other.reused
 
     def reuse(self, record: Mapping[str, Any]) -> None:
         """Count a checkpoint record's recorded cost as reused (paid by the try that wrote it)."""
-        requests, cost = record_cost(record)
-        self.reused_requests += requests
-        self.reused = self.reused + cost
+        self.reused.add_record(record)
 
     def record_fields(self) -> dict[str, Any]:
         """The cost fields of a checkpoint record: the whole piece of work, whichever try paid for it."""
-        total = self.cost + self.reused
-        return {
-            "requests": self.requests + self.reused_requests,
-            "credits_used": total.credits_used,
-            "usd_spent": str(total.usd_spent),
-            "estimated": total.estimated,
-        }
-
-
-def record_cost(record: Mapping[str, Any]) -> tuple[int, Cost]:
-    """(requests, cost) a checkpoint record says its work took; zero for a record without them."""
-    try:
-        requests = int(record.get("requests") or 0)
-        cost = Cost(
-            int(record.get("credits_used") or 0),
-            Decimal(str(record.get("usd_spent") or "0")),
-            bool(record.get("estimated")),
-        )
-    except (TypeError, ValueError, InvalidOperation):
-        return 0, Cost()
-    return requests, cost
+        whole = CostTotals()
+        whole.merge(self.paid)
+        whole.merge(self.reused)
+        fields = whole.fields()
+        return {name: fields[name] for name in ("requests", "credits_used", "usd_spent", "estimated")}
 
 
 def describe_error(exc: BaseException) -> str:
@@ -149,20 +126,19 @@ class ItemProcessor:
         try:
             return await self._process(index, spend)
         except Exception as exc:
-            status = "unstarted" if isinstance(exc, BudgetExceededError) and not spend.requests else "failed"
+            unsent = isinstance(exc, BudgetExceededError) and not spend.paid.requests
             return ItemOutcome(
                 index,
-                status,
+                "unstarted" if unsent else "failed",
                 error=describe_error(exc),
                 exception=exc,
                 reused=spend.reused,
-                reused_requests=spend.reused_requests,
             )
 
     async def _process(self, index: int, spend: _Spend) -> ItemOutcome:
         item = self.plan.items[index]
         messages = self._messages(self.plan.render_prompt({"item": item, "index": index, "chunk": None}))
-        request = self.plan.build(messages)
+        request = self.plan.requests.build(messages)
         key = request_key(request)
         record = self.journal.get(key)
         if record is not None:
@@ -176,7 +152,6 @@ class ItemProcessor:
                 resumed=True,
                 truncated=bool(record.get("truncated")),
                 reused=spend.reused,
-                reused_requests=spend.reused_requests,
             )
         parts = self._parts(item, index, request)
         if parts is None:
@@ -204,7 +179,6 @@ class ItemProcessor:
             parts=len(parts or ()),
             truncated=spend.truncated,
             reused=spend.reused,
-            reused_requests=spend.reused_requests,
         )
 
     def _messages(self, prompt: str) -> list[dict[str, Any]]:
@@ -213,19 +187,10 @@ class ItemProcessor:
     # -- one answer -----------------------------------------------------------------------
 
     async def _send(self, request: ChatRequest, spend: _Spend) -> ChatCompletion:
+        """One request through ``send`` (limiter, budget, cost and the finish checks)."""
         completion = await self.send(request)
-        spend.requests += 1
-        spend.cost = spend.cost + completion.cost
-        if completion.refusal:
-            raise QwenError(f"the model refused: {completion.refusal}", inference_id=completion.inference_id)
-        if completion.finish_reason == "length":
-            spend.truncated = True
-            if self.plan.fail_on_truncation:
-                raise QwenError(
-                    "the answer was cut at the token limit (finish_reason='length'); raise "
-                    "max_completion_tokens or lower max_input_tokens",
-                    inference_id=completion.inference_id,
-                )
+        spend.paid.add(completion)
+        spend.truncated = spend.truncated or completion.finish_reason == "length"
         return completion
 
     async def _answer(
@@ -234,7 +199,7 @@ class ItemProcessor:
         """The text, or the validated structured value (repair turns as QwenToolCallOperator)."""
         spec = self.plan.spec
         if spec is None:
-            completion = await self._send(request or self.plan.build(messages), spend)
+            completion = await self._send(request or self.plan.requests.build(messages), spend)
             if not completion.content and completion.finish_reason == "length":
                 raise QwenError(
                     "no answer text: the token limit was spent before any (finish_reason='length'); "
@@ -245,9 +210,9 @@ class ItemProcessor:
         from airflow_provider_qwen.client.repair import RepairLoop
 
         loop = RepairLoop(spec, messages, max_repairs=self.plan.max_repairs)
-        sent = request if request is not None else self.plan.build(messages)
+        sent = request if request is not None else self.plan.requests.build(messages)
         while not loop.accept(await self._send(sent, spend)):
-            sent = self.plan.build(loop.messages)
+            sent = self.plan.requests.build(loop.messages)
         return loop.value
 
     async def _checkpointed_answer(
@@ -257,7 +222,7 @@ class ItemProcessor:
 
         Its record carries what its own requests cost; the item's record sums its parts.
         """
-        request = self.plan.build(messages)
+        request = self.plan.requests.build(messages)
         key = request_key(request)
         record = self.journal.get(key)
         if record is not None:
@@ -280,15 +245,15 @@ class ItemProcessor:
         limit = self.plan.max_input_tokens
         if limit is None:
             return None
-        tokens = _request_tokens(request)
+        tokens = request_tokens(request)
         text = item if isinstance(item, str) else _field_text(item, self.plan.chunk_field)
         if tokens <= limit or not text:
             return None
-        room = limit - (tokens - estimate_tokens(text))
+        room = limit - (tokens - text_tokens(text))
         if room < MIN_PART_TOKENS:
             raise InvalidRequestError(
                 f"max_input_tokens={limit} leaves no room for the text of item {index}: the prompt "
-                f"without it is already about {tokens - estimate_tokens(text)} tokens"
+                f"without it is already about {tokens - text_tokens(text)} tokens"
             )
         parts = split_text(text, room)
         return parts if len(parts) > 1 else None
@@ -342,9 +307,4 @@ def _field_text(item: Any, name: str) -> str | None:
 
 
 def _messages_tokens(messages: list[dict[str, Any]]) -> int:
-    return estimate_tokens(json.dumps(messages, ensure_ascii=False))
-
-
-def _request_tokens(request: ChatRequest) -> int:
-    body = request.to_body()
-    return estimate_tokens(json.dumps([body["messages"], body.get("tools", [])], ensure_ascii=False))
+    return text_tokens(json.dumps(messages, ensure_ascii=False))

@@ -2,11 +2,11 @@
 and the outcomes become the aligned result list and the ``qwen_batch`` report.
 
 Rate limits are absorbed here (the item waits, the limit adapts, the request goes again) unless
-the server asks for a wait over ``MAX_SERVER_DELAY`` (120 s): PROTOCOL.md says such a delay stops
-retrying, and a limit of minutes means the account is spent for now, so that item fails and the
-batch stops. Other failures fail their item only, except those no other item can escape (bad key,
-no credits, unknown model) and a spent budget: then too no new item starts, and the rest are
-reported unstarted.
+the server asks for a wait over ``MAX_SERVER_DELAY`` (120 s): such a delay stops retrying
+(docs/protocol.md, "Retries"), and a limit of minutes means the account is spent for now, so that
+item fails and the batch stops. Other failures fail their item only, except those no other item
+can escape (bad key, no credits, unknown model) and a spent budget: then too no new item starts,
+and the rest are reported unstarted.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_qwen.batch.items import ItemOutcome, describe_error
 from airflow_provider_qwen.batch.limiter import AdaptiveLimiter
 from airflow_provider_qwen.batch.progress import PROGRESS_EVERY_S, BatchProgress
-from airflow_provider_qwen.client.cost import Cost
 from airflow_provider_qwen.client.errors import (
     AuthenticationError,
     BudgetExceededError,
@@ -31,7 +30,9 @@ from airflow_provider_qwen.client.errors import (
     QwenError,
     RateLimitError,
 )
+from airflow_provider_qwen.client.pricing import usd_text
 from airflow_provider_qwen.client.retry import MAX_SERVER_DELAY
+from airflow_provider_qwen.cost.record import CostTotals
 
 if TYPE_CHECKING:
     from airflow_provider_qwen.client.models import ChatCompletion
@@ -75,16 +76,14 @@ class BatchReport:
     resumed: int = 0
     truncated: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
-    reused: Cost = field(default_factory=Cost)  # what the work taken from the checkpoint cost earlier
-    reused_requests: int = 0
+    reused: CostTotals = field(default_factory=CostTotals)  # what checkpointed work cost earlier tries
     stopped: str | None = None
     stop_error: BaseException | None = field(default=None, repr=False)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def add(self, outcome: ItemOutcome) -> None:
         self.results[outcome.index] = outcome.result if outcome.status == "ok" else None
-        self.reused = self.reused + outcome.reused
-        self.reused_requests += outcome.reused_requests
+        self.reused.merge(outcome.reused)
         if outcome.status == "ok":
             self.succeeded += 1
             self.chunked += outcome.chunked
@@ -112,9 +111,9 @@ class BatchReport:
             "errors": self.errors,
             "errors_not_listed": self.failed + self.unstarted - listed,
             "reused": {
-                "requests": self.reused_requests,
+                "requests": self.reused.requests,
                 "credits_used": self.reused.credits_used,
-                "usd_spent": str(self.reused.usd_spent),
+                "usd_spent": usd_text(self.reused.usd_spent),
                 "estimated": self.reused.estimated,
             },
             "stopped": self.stopped,
@@ -141,7 +140,7 @@ class BatchRunner:
         *,
         options: BatchOptions,
         log: Any,
-        cost: Any = None,
+        spent: Callable[[], Decimal] = lambda: Decimal(0),
     ) -> None:
         from airflow_provider_qwen.client.retry import RetryPolicy
 
@@ -149,7 +148,6 @@ class BatchRunner:
         self.send_once = send_once
         self.options = options
         self.log = log
-        self.cost = cost
         self.limiter = AdaptiveLimiter(
             options.max_concurrency, requests_per_minute=options.requests_per_minute
         )
@@ -158,7 +156,7 @@ class BatchRunner:
         self.progress = BatchProgress(
             total,
             log,
-            spent=lambda: cost.spent_usd if cost is not None else Decimal(0),
+            spent=spent,
             concurrency=lambda: f"{self.limiter.in_flight} in flight, limit {self.limiter.limit}",
             every=options.progress_interval,
         )
@@ -172,7 +170,7 @@ class BatchRunner:
             except RateLimitError as exc:
                 if long_rate_limit(exc) is not None:
                     await self.limiter.rate_limited_by_server(ticket, None)
-                    raise  # no retry (PROTOCOL.md); the batch stops starting items (_maybe_stop)
+                    raise  # no retry (docs/protocol.md, "Retries"); the batch stops starting items
                 await self.limiter.rate_limited_by_server(ticket, exc.retry_after)
                 if attempt >= self.options.max_rate_limit_retries:
                     raise

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from airflow_provider_qwen.client.assembly import StreamAssembler
     from airflow_provider_qwen.client.client import AsyncQwenClient, QwenClient
-    from airflow_provider_qwen.client.cost import Cost, CostLedger, Price, PriceTable
     from airflow_provider_qwen.client.errors import (
         APIConnectionError,
         APIStatusError,
@@ -32,13 +31,14 @@ if TYPE_CHECKING:
         StructuredOutputError,
     )
     from airflow_provider_qwen.client.models import ChatCompletion, ChatCompletionChunk, ToolCall, Usage
+    from airflow_provider_qwen.client.pricing import Cost, Price, PriceTable
     from airflow_provider_qwen.client.request import ChatRequest, build_request
     from airflow_provider_qwen.client.retry import RetryPolicy
     from airflow_provider_qwen.client.streaming import AsyncChatStream, ChatStream
 
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["QwenClient", "AsyncQwenClient"], "client"),
-    **dict.fromkeys(["Cost", "CostLedger", "Price", "PriceTable"], "cost"),
+    **dict.fromkeys(["Cost", "Price", "PriceTable"], "pricing"),
     **dict.fromkeys(
         [
             "APIConnectionError",
@@ -83,7 +83,6 @@ __all__ = [
     "ChatStream",
     "ConflictError",
     "Cost",
-    "CostLedger",
     "GenerationTimeoutError",
     "InsufficientCreditsError",
     "InvalidRequestError",

@@ -9,11 +9,8 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import httpx
@@ -22,24 +19,18 @@ from pydantic import ValidationError
 
 from airflow_provider_qwen import DEFAULT_BASE_URL, DEFAULT_MODEL
 from airflow_provider_qwen import __version__ as _version
-from airflow_provider_qwen.client.cost import (
-    Cost,
-    Price,
-    PriceTable,
-    cost_from_headers,
-    cost_from_meta,
-    default_prices,
-)
 from airflow_provider_qwen.client.errors import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
+    Charge,
     InvalidRequestError,
     InvalidResponseError,
     QwenError,
     error_for_status,
 )
-from airflow_provider_qwen.client.models import ChatCompletion
+from airflow_provider_qwen.client.models import CallInfo, ChatCompletion
+from airflow_provider_qwen.client.pricing import Cost, PriceTable, default_prices
 from airflow_provider_qwen.client.request import ChatRequest, StreamOptions, build_request
 from airflow_provider_qwen.client.retry import RetryPolicy, server_delay
 
@@ -48,31 +39,14 @@ log = logging.getLogger("airflow_provider_qwen.client")
 CONNECT_TIMEOUT = 5.0
 CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 USER_AGENT = f"airflow-provider-qwen/{_version}"
-_PER_MILLION = Decimal(1_000_000)
 
 # Failures after the whole request went out: the server may have generated (and charged) the answer.
 FAILED_AFTER_SEND = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
-
-_RETRY_AFTER_SEND: ContextVar[bool] = ContextVar("qwen_retry_after_send", default=True)
 
 
 def new_client_request_id() -> str:
     """A fresh ``X-Client-Request-Id``: ``qwen-`` and 32 hex digits."""
     return "qwen-" + os.urandom(16).hex()
-
-
-@contextmanager
-def retries_after_send(allowed: bool) -> Iterator[None]:
-    """Within the block (this thread or asyncio task), whether calls whose ``retry_after_send`` is
-    not given retry a try that failed after its request was sent, which the service may have charged.
-
-    A budget uses ``retries_after_send(False)``: a call it reserved for once is then paid at most once.
-    """
-    token = _RETRY_AFTER_SEND.set(allowed)
-    try:
-        yield
-    finally:
-        _RETRY_AFTER_SEND.reset(token)
 
 
 @dataclass
@@ -82,11 +56,6 @@ class CallTries:
 
     retry_after_send: bool = True
     unconfirmed: int = 0
-
-    @classmethod
-    def for_call(cls, retry_after_send: bool | None) -> CallTries:
-        """``retry_after_send`` as given, else as the enclosing ``retries_after_send`` block says."""
-        return cls(_RETRY_AFTER_SEND.get() if retry_after_send is None else retry_after_send)
 
 
 class BaseClient:
@@ -195,20 +164,30 @@ class BaseClient:
         return text.replace(self._secret, "***") if self._secret and self._secret in text else text
 
     def _finish(
-        self, completion: ChatCompletion, headers: httpx.Headers, model: str, unconfirmed_tries: int = 0
+        self,
+        completion: ChatCompletion,
+        headers: httpx.Headers,
+        model: str,
+        rid: str,
+        unconfirmed_tries: int = 0,
     ) -> ChatCompletion:
-        meta = completion.meta
-        cost = (
-            (cost_from_meta(meta.usage) if meta is not None else None)
-            or cost_from_headers(headers)
-            or Cost.estimate(model, completion.usage, self.prices)
-        )
-        return completion.bind(
+        """Bind the answer to its call; its cost is the one chain: the body's ``meta.usage``, then the
+        cost headers, then an estimate from its usage at the price table (flagged ``estimated``)."""
+        cost = completion.reported_cost or Cost.from_headers(headers) or self._estimate(model, completion)
+        completion.call = CallInfo(
             requested_model=model,
             inference_id=headers.get("x-inference-id"),
+            client_request_id=rid,
             cost=cost,
             unconfirmed_tries=unconfirmed_tries,
         )
+        return completion
+
+    def _estimate(self, model: str, completion: ChatCompletion) -> Cost:
+        usage = completion.usage
+        if usage is None:
+            return Cost(estimated=True)
+        return self.prices.estimate(model, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
 
     def _completion(self, response: httpx.Response, model: str, rid: str, call: CallTries) -> ChatCompletion:
         content = response.content
@@ -217,23 +196,25 @@ class BaseClient:
         except ValidationError:
             completion = None
         if completion is None or not completion.choices:
-            error = self._invalid(response, rid, "the answer is not a chat completion", content)
-            error.unconfirmed_tries = call.unconfirmed
-            raise error
-        return self._finish(completion, response.headers, model, call.unconfirmed)
+            raise self._invalid(
+                response, rid, "the answer is not a chat completion", content, call.unconfirmed
+            )
+        return self._finish(completion, response.headers, model, rid, call.unconfirmed)
 
-    def _invalid(self, response: httpx.Response, rid: str, what: str, content: bytes) -> InvalidResponseError:
+    def _invalid(
+        self, response: httpx.Response, rid: str, what: str, content: bytes, unconfirmed_tries: int = 0
+    ) -> InvalidResponseError:
         text = content[:300].decode("utf-8", "replace")
-        error = InvalidResponseError(
+        return InvalidResponseError(
             self._redact(f"{what}: {text!r}"),
             status_code=response.status_code,
             inference_id=response.headers.get("x-inference-id"),
             client_request_id=rid,
+            # it was paid: what its headers reported
+            charge=Charge(reported=Cost.from_headers(response.headers), unconfirmed_tries=unconfirmed_tries),
         )
-        error.cost = cost_from_headers(response.headers)  # it was paid
-        return error
 
-    def _status_error(self, response: httpx.Response, rid: str) -> APIStatusError:
+    def _status_error(self, response: httpx.Response, rid: str, unconfirmed_tries: int = 0) -> APIStatusError:
         return error_for_status(
             response.status_code,
             response.content,
@@ -242,6 +223,7 @@ class BaseClient:
             client_request_id=rid,
             retry_after=server_delay(response.headers),
             redact=self._secret,
+            charge=Charge(unconfirmed_tries=unconfirmed_tries),
         )
 
     def _next_try(
@@ -263,13 +245,12 @@ class BaseClient:
             maybe_paid = call.unconfirmed > unconfirmed
         else:
             assert response is not None
-            error = self._status_error(response, rid)
+            error = self._status_error(response, rid, call.unconfirmed)
             delay = self.retry.next_delay(
                 retries_taken, status_code=response.status_code, headers=response.headers
             )
             maybe_paid = False
         if delay is None:
-            error.unconfirmed_tries = call.unconfirmed
             raise error from exc
         self._log_retry(rid, error, retries_taken, delay, maybe_paid=maybe_paid)
         return delay
@@ -290,23 +271,27 @@ class BaseClient:
         body could not be read, never charged), is counted on ``call``: the service may have charged
         it. It is retried only when ``call.retry_after_send``.
         """
-        error = self._transport_error(exc, url, rid)
         if not answered and isinstance(exc, FAILED_AFTER_SEND):
             call.unconfirmed += 1
-            if not call.retry_after_send:
-                return error, None
+        error = self._transport_error(exc, url, rid, Charge(unconfirmed_tries=call.unconfirmed))
+        if not answered and isinstance(exc, FAILED_AFTER_SEND) and not call.retry_after_send:
+            return error, None
         return error, self.retry.next_delay(retries_taken)
 
-    def _transport_error(self, exc: httpx.TransportError, url: str, rid: str) -> QwenError:
+    def _transport_error(self, exc: httpx.TransportError, url: str, rid: str, charge: Charge) -> QwenError:
         detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if isinstance(exc, httpx.TimeoutException):
             return APITimeoutError(
-                self._redact(f"no answer from {url} in time ({detail})"), client_request_id=rid
+                self._redact(f"no answer from {url} in time ({detail})"), client_request_id=rid, charge=charge
             )
         if isinstance(exc, FAILED_AFTER_SEND):
             message = f"the connection to {url} broke after the request was sent, before a whole answer"
-            return APIConnectionError(self._redact(f"{message} ({detail})"), client_request_id=rid)
-        return APIConnectionError(self._redact(f"could not reach {url} ({detail})"), client_request_id=rid)
+            return APIConnectionError(
+                self._redact(f"{message} ({detail})"), client_request_id=rid, charge=charge
+            )
+        return APIConnectionError(
+            self._redact(f"could not reach {url} ({detail})"), client_request_id=rid, charge=charge
+        )
 
     def _json(self, response: httpx.Response, rid: str) -> Any:
         try:
@@ -328,24 +313,12 @@ class BaseClient:
         return [entry for entry in entries if isinstance(entry, dict)]
 
     def _price_table(self, models: list[dict[str, Any]], response: httpx.Response, rid: str) -> PriceTable:
-        prices: dict[str, Price] = {}
-        for entry in models:
-            pricing = entry.get("pricing")
-            if not isinstance(pricing, dict) or not entry.get("id"):
-                continue
-            try:
-                rates = {kind: _per_million(pricing[kind]) for kind in ("input", "output") if kind in pricing}
-                if "cached_input" in pricing:
-                    rates["cached_input"] = _per_million(pricing["cached_input"])
-            except (KeyError, TypeError, ArithmeticError, InvalidOperation):
-                continue
-            if "input" in rates and "output" in rates:
-                prices[str(entry["id"])] = Price(rates["input"], rates["output"], rates.get("cached_input"))
-        if not prices:
+        prices = PriceTable.from_listing(models)
+        if not len(prices):
             raise self._invalid(
                 response, rid, "the models answer carries no usable pricing", response.content
             )
-        return PriceTable(prices)
+        return prices
 
     def _log_retry(
         self, rid: str, error: QwenError, retries_taken: int, delay: float, *, maybe_paid: bool = False
@@ -360,11 +333,3 @@ class BaseClient:
             self.retry.max_retries,
             delay,
         )
-
-
-def _per_million(rate: Any) -> Decimal:
-    """``{"price": p, "per": n}`` (USD per n tokens) -> USD per 1M tokens."""
-    per = Decimal(str(rate.get("per", 1_000_000)))
-    if per <= 0:
-        raise ArithmeticError("per must be positive")
-    return Decimal(str(rate["price"])) * _PER_MILLION / per

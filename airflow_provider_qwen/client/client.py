@@ -4,8 +4,8 @@ One logical call = one ``X-Client-Request-Id`` sent on each of its tries; failed
 retried per ``retry.RetryPolicy``; answers are parsed leniently into ``ChatCompletion`` and bound
 to the requested model, the ``x-inference-id`` and the cost (reported, else estimated).
 Tries that failed after their request was sent (a read timeout, an answer cut mid-transfer) may
-have been charged: their count is ``unconfirmed_tries`` on the completion or the error, and
-``retry_after_send=False`` (or a ``retries_after_send(False)`` block) stops retrying them.
+have been charged: their count is ``unconfirmed_tries`` on the completion or the error's
+``charge``, and ``retry_after_send=False`` stops retrying them.
 Errors are the ``errors`` tree and never carry the API key. No Airflow import here.
 """
 
@@ -19,21 +19,14 @@ from typing import Any
 import httpx
 
 from airflow_provider_qwen import DEFAULT_BASE_URL, DEFAULT_MAX_RETRIES, DEFAULT_MODEL, DEFAULT_TIMEOUT
-from airflow_provider_qwen.client._base import (
-    CONNECT_TIMEOUT,
-    BaseClient,
-    CallTries,
-    new_client_request_id,
-    retries_after_send,
-)
-from airflow_provider_qwen.client.cost import PriceTable
-from airflow_provider_qwen.client.errors import QwenError
+from airflow_provider_qwen.client._base import CONNECT_TIMEOUT, BaseClient, CallTries, new_client_request_id
 from airflow_provider_qwen.client.models import ChatCompletion
+from airflow_provider_qwen.client.pricing import PriceTable
 from airflow_provider_qwen.client.request import ChatRequest
 from airflow_provider_qwen.client.retry import RetryPolicy
 from airflow_provider_qwen.client.streaming import AsyncChatStream, ChatStream
 
-__all__ = ["AsyncChatStream", "AsyncQwenClient", "ChatStream", "QwenClient", "retries_after_send"]
+__all__ = ["AsyncChatStream", "AsyncQwenClient", "ChatStream", "QwenClient"]
 
 
 class QwenClient(BaseClient):
@@ -81,22 +74,17 @@ class QwenClient(BaseClient):
         request: ChatRequest,
         *,
         client_request_id: str | None = None,
-        retry_after_send: bool | None = None,
+        retry_after_send: bool = True,
     ) -> ChatCompletion:
         """Send a validated request; a ``stream=True`` one is streamed and assembled.
 
         ``retry_after_send=False``: a try that failed after the request was sent (and may have been
-        charged) is not retried; None: as the enclosing ``retries_after_send`` block says (default yes).
+        charged) is not retried (a budget asks this: it reserved for one paid try).
         """
         content, headers, rid = self._prepare(request, client_request_id)
-        call = CallTries.for_call(retry_after_send)
+        call = CallTries(retry_after_send)
         if request.stream:
-            stream = self._open_stream(request, content, headers, rid, call)
-            try:
-                return stream.get_final_completion()
-            except QwenError as exc:
-                exc.unconfirmed_tries = max(exc.unconfirmed_tries, call.unconfirmed)
-                raise
+            return self._open_stream(request, content, headers, rid, call).get_final_completion()
         response = self._request("POST", self._chat_url, rid, call, content=content, headers=headers)
         return self._completion(response, request.model, rid, call)
 
@@ -105,13 +93,14 @@ class QwenClient(BaseClient):
         request: ChatRequest | str | Sequence[Mapping[str, Any]],
         *,
         model: str | None = None,
-        retry_after_send: bool | None = None,
+        retry_after_send: bool = True,
+        client_request_id: str | None = None,
         **params: Any,
     ) -> ChatStream:
         """Stream a completion: iterate the chunks, then read ``.completion`` (retry_after_send: see send)."""
         request = self._stream_request(request, model, params)
-        content, headers, rid = self._prepare(request, None)
-        return self._open_stream(request, content, headers, rid, CallTries.for_call(retry_after_send))
+        content, headers, rid = self._prepare(request, client_request_id)
+        return self._open_stream(request, content, headers, rid, CallTries(retry_after_send))
 
     def get_balance(self) -> dict[str, Any]:
         """The account balance (``GET /v2/billing``): an authenticated call that costs nothing."""
@@ -151,9 +140,10 @@ class QwenClient(BaseClient):
 
         return ChatStream(
             opener,
-            lambda completion, h: self._finish(completion, h, request.model, call.unconfirmed),
+            lambda completion, h: self._finish(completion, h, request.model, rid, call.unconfirmed),
             client_request_id=rid,
             redact=self._redact,
+            unconfirmed_tries=lambda: call.unconfirmed,
         )
 
     def _request(
@@ -250,21 +240,16 @@ class AsyncQwenClient(BaseClient):
         request: ChatRequest,
         *,
         client_request_id: str | None = None,
-        retry_after_send: bool | None = None,
+        retry_after_send: bool = True,
     ) -> ChatCompletion:
         """Send a validated request; a ``stream=True`` one is streamed and assembled.
 
         ``retry_after_send``: as in ``QwenClient.send``.
         """
         content, headers, rid = self._prepare(request, client_request_id)
-        call = CallTries.for_call(retry_after_send)
+        call = CallTries(retry_after_send)
         if request.stream:
-            stream = self._open_stream(request, content, headers, rid, call)
-            try:
-                return await stream.get_final_completion()
-            except QwenError as exc:
-                exc.unconfirmed_tries = max(exc.unconfirmed_tries, call.unconfirmed)
-                raise
+            return await self._open_stream(request, content, headers, rid, call).get_final_completion()
         response = await self._request("POST", self._chat_url, rid, call, content=content, headers=headers)
         return self._completion(response, request.model, rid, call)
 
@@ -273,13 +258,14 @@ class AsyncQwenClient(BaseClient):
         request: ChatRequest | str | Sequence[Mapping[str, Any]],
         *,
         model: str | None = None,
-        retry_after_send: bool | None = None,
+        retry_after_send: bool = True,
+        client_request_id: str | None = None,
         **params: Any,
     ) -> AsyncChatStream:
         """Stream a completion: ``async for`` the chunks, then read ``.completion``."""
         request = self._stream_request(request, model, params)
-        content, headers, rid = self._prepare(request, None)
-        return self._open_stream(request, content, headers, rid, CallTries.for_call(retry_after_send))
+        content, headers, rid = self._prepare(request, client_request_id)
+        return self._open_stream(request, content, headers, rid, CallTries(retry_after_send))
 
     async def get_balance(self) -> dict[str, Any]:
         """The account balance (``GET /v2/billing``): an authenticated call that costs nothing."""
@@ -322,9 +308,10 @@ class AsyncQwenClient(BaseClient):
 
         return AsyncChatStream(
             opener,
-            lambda completion, h: self._finish(completion, h, request.model, call.unconfirmed),
+            lambda completion, h: self._finish(completion, h, request.model, rid, call.unconfirmed),
             client_request_id=rid,
             redact=self._redact,
+            unconfirmed_tries=lambda: call.unconfirmed,
         )
 
     async def _request(

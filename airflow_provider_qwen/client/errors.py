@@ -5,13 +5,54 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_qwen.client.pricing import Cost
+
 if TYPE_CHECKING:
-    from airflow_provider_qwen.client.cost import Cost
     from airflow_provider_qwen.client.models import ChatCompletion
 
-# How a StreamError raised for an error chunk (or ``event: error``) begins; streaming.py writes it.
+
+@dataclass(frozen=True)
+class Charge:
+    """What a failed call may still have cost, set once where its error is built.
+
+    ``reported``: a cost the service reported (the cost headers of an unparsable 200); ``partial``:
+    the completion assembled before a stream failed (its usage, if any, was paid for);
+    ``unconfirmed_tries``: tries of the call, the last one included, that failed after being sent
+    (a read timeout, an answer cut mid-transfer: maybe charged); ``reported_by_service``: the
+    service itself reported the failure (an error chunk: a failed generation, documented as unpaid).
+    """
+
+    reported: Cost | None = None
+    partial: ChatCompletion | None = None
+    unconfirmed_tries: int = 0
+    reported_by_service: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe (a trigger event, a journal)."""
+        return {
+            "reported": self.reported.to_dict() if self.reported is not None else None,
+            "partial": self.partial.to_dict() if self.partial is not None else None,
+            "unconfirmed_tries": self.unconfirmed_tries,
+            "reported_by_service": self.reported_by_service,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Charge:
+        from airflow_provider_qwen.client.models import ChatCompletion
+
+        reported, partial = data.get("reported"), data.get("partial")
+        return cls(
+            reported=Cost.from_dict(reported) if reported is not None else None,
+            partial=ChatCompletion.from_dict(partial) if partial is not None else None,
+            unconfirmed_tries=int(data.get("unconfirmed_tries") or 0),
+            reported_by_service=bool(data.get("reported_by_service")),
+        )
+
+
+NO_CHARGE = Charge()
 
 
 class QwenError(Exception):
@@ -19,9 +60,8 @@ class QwenError(Exception):
 
     ``status_code`` is the HTTP status (``None`` before or without an answer), ``inference_id`` the
     service's ``x-inference-id`` (where a charge would be recorded) and ``client_request_id`` the
-    ``X-Client-Request-Id`` sent with every try of the call. ``unconfirmed_tries`` counts the tries
-    of the call (the last one included) that failed after their request was sent, a read timeout or
-    an answer cut mid-transfer: the service may have finished and charged them.
+    ``X-Client-Request-Id`` sent with every try of the call. ``charge`` is what the failed call may
+    still have cost (see Charge).
     """
 
     def __init__(
@@ -32,6 +72,7 @@ class QwenError(Exception):
         inference_id: str | None = None,
         client_request_id: str | None = None,
         body: Any = None,
+        charge: Charge = NO_CHARGE,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -39,7 +80,12 @@ class QwenError(Exception):
         self.inference_id = inference_id
         self.client_request_id = client_request_id
         self.body = body
-        self.unconfirmed_tries = 0
+        self.charge = charge
+
+    @property
+    def unconfirmed_tries(self) -> int:
+        """Tries of the call that failed after being sent (see Charge)."""
+        return self.charge.unconfirmed_tries
 
     def __str__(self) -> str:
         parts = [self.message]
@@ -62,8 +108,6 @@ class InvalidRequestError(QwenError, ValueError):
 class APIStatusError(QwenError):
     """The service answered with an error status."""
 
-    retryable_by_default = False
-
 
 class BadRequestError(APIStatusError):
     """400/422: the service refused the request body."""
@@ -84,13 +128,9 @@ class NotFoundError(APIStatusError):
 class ConflictError(APIStatusError):
     """408/409: retried by the convention, surfaced when retries run out."""
 
-    retryable_by_default = True
-
 
 class RateLimitError(APIStatusError):
     """429: rate or concurrency limit; ``retry_after`` is the server's requested delay, if any."""
-
-    retryable_by_default = True
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
@@ -99,8 +139,6 @@ class RateLimitError(APIStatusError):
 
 class ServerError(APIStatusError):
     """5xx: the service or an upstream provider failed."""
-
-    retryable_by_default = True
 
 
 class GenerationTimeoutError(ServerError):
@@ -116,21 +154,20 @@ class APIConnectionError(QwenError):
 
 
 class InvalidResponseError(QwenError):
-    """A 2xx answer we cannot parse (not JSON, wrong shape); ``cost`` is what its headers reported."""
-
-    cost: Cost | None = None
+    """A 2xx answer we cannot parse (not JSON, wrong shape); ``charge.reported`` is what its headers
+    reported."""
 
 
 class StreamError(QwenError):
     """An error chunk, or a stream cut or timed out after its first byte.
 
-    ``partial`` is the completion assembled so far (its usage, if any arrived, was paid for).
+    ``charge.partial`` is the completion assembled so far; ``charge.reported_by_service`` is true
+    for an error chunk (a failed generation, unpaid), false for a cut (may follow a paid generation).
     """
 
-    partial: ChatCompletion | None = None
-    # True for an error the service sent (an error chunk): a failed generation, documented as
-    # unpaid. Any other stream failure (cut, timed out, unreadable) may follow a paid generation.
-    reported_by_service: bool = False
+    @property
+    def partial(self) -> ChatCompletion | None:
+        return self.charge.partial
 
 
 class StructuredOutputError(QwenError):
@@ -199,6 +236,7 @@ def error_for_status(
     client_request_id: str | None = None,
     retry_after: float | None = None,
     redact: str | None = None,
+    charge: Charge = NO_CHARGE,
 ) -> APIStatusError:
     """Build the QwenError for an error answer; ``redact`` (the key) is cut from the message."""
     body = parse_error_body(content)
@@ -217,6 +255,7 @@ def error_for_status(
         "inference_id": inference_id,
         "client_request_id": client_request_id,
         "body": body,
+        "charge": charge,
     }
     if cls is RateLimitError:
         return RateLimitError(message, retry_after=retry_after, **kwargs)

@@ -7,12 +7,14 @@ wire fields and adds the conveniences of the public contract (``content``, ``cos
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from airflow_provider_qwen.client.cost import Cost, cost_from_meta
+from airflow_provider_qwen.client.pricing import Cost
 
 
 class _Lenient(BaseModel):
@@ -98,13 +100,56 @@ class MetaUsage(_Lenient):
     credits_used: int | None = None
     usd_spent: Decimal | None = None
 
+    @property
+    def cost(self) -> Cost | None:
+        """The reported cost, or None when the service reported neither figure."""
+        return Cost.from_reported(self.credits_used, self.usd_spent)
+
 
 class Meta(_Lenient):
     usage: MetaUsage | None = None
 
 
+@dataclass(frozen=True)
+class CallInfo:
+    """What the call added to the answer, from the request and the headers: JSON round-trips it.
+
+    ``unconfirmed_tries`` counts earlier tries of the call that failed after being sent (the service
+    may have charged them); ``cost`` is the answer's own (reported, else estimated).
+    """
+
+    requested_model: str = ""
+    inference_id: str | None = None
+    client_request_id: str | None = None
+    cost: Cost = field(default_factory=Cost)
+    unconfirmed_tries: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "requested_model": self.requested_model,
+            "inference_id": self.inference_id,
+            "client_request_id": self.client_request_id,
+            "cost": self.cost.to_dict(),
+            "unconfirmed_tries": self.unconfirmed_tries,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CallInfo:
+        return cls(
+            requested_model=str(data.get("requested_model") or ""),
+            inference_id=data.get("inference_id"),
+            client_request_id=data.get("client_request_id"),
+            cost=Cost.from_dict(data.get("cost") or {}),
+            unconfirmed_tries=int(data.get("unconfirmed_tries") or 0),
+        )
+
+
 class ChatCompletion(_Lenient):
-    """One chat completion, whether it came whole or was assembled from a stream."""
+    """One chat completion, whether it came whole or was assembled from a stream.
+
+    ``call`` is set by the client that made the call; it is not a wire field (``to_wire`` leaves it
+    out, ``to_dict``/``from_dict`` carry both across a process boundary).
+    """
 
     id: str = ""
     object: str = "chat.completion"
@@ -113,40 +158,42 @@ class ChatCompletion(_Lenient):
     choices: list[Choice] = Field(default_factory=list)
     usage: Usage | None = None
     meta: Meta | None = None
+    call: CallInfo | None = Field(default=None, exclude=True)
 
-    _requested_model: str | None = PrivateAttr(default=None)
-    _inference_id: str | None = PrivateAttr(default=None)
-    _cost: Cost | None = PrivateAttr(default=None)
-    _unconfirmed_tries: int = PrivateAttr(default=0)
+    @field_validator("call", mode="before")
+    @classmethod
+    def _never_from_the_wire(cls, value: Any) -> CallInfo | None:
+        return value if isinstance(value, CallInfo) else None
 
-    def bind(
-        self,
-        *,
-        requested_model: str | None,
-        inference_id: str | None,
-        cost: Cost | None = None,
-        unconfirmed_tries: int = 0,
-    ) -> ChatCompletion:
-        """Attach what comes from the request and the headers, not the body."""
-        self._requested_model = requested_model
-        self._inference_id = inference_id
-        self._cost = cost
-        self._unconfirmed_tries = unconfirmed_tries
-        return self
+    @property
+    def reported_cost(self) -> Cost | None:
+        """The cost the body reports (``meta.usage``), if any."""
+        return self.meta.usage.cost if self.meta is not None and self.meta.usage is not None else None
 
     @property
     def model(self) -> str:
         """The model id as requested (the wire ``model`` may lack the vendor prefix)."""
-        return self._requested_model or self.served_model
+        return (self.call.requested_model if self.call else "") or self.served_model
 
     @property
     def inference_id(self) -> str | None:
-        return self._inference_id
+        return self.call.inference_id if self.call else None
+
+    @property
+    def client_request_id(self) -> str | None:
+        return self.call.client_request_id if self.call else None
 
     @property
     def unconfirmed_tries(self) -> int:
         """Earlier tries of this call that failed after being sent (the service may have charged them)."""
-        return self._unconfirmed_tries
+        return self.call.unconfirmed_tries if self.call else 0
+
+    @property
+    def cost(self) -> Cost:
+        """The answer's cost as the client bound it; unbound, what the body reports (else 0, estimated)."""
+        if self.call is not None:
+            return self.call.cost
+        return self.reported_cost or Cost(estimated=True)
 
     @property
     def message(self) -> ResponseMessage:
@@ -172,18 +219,20 @@ class ChatCompletion(_Lenient):
     def finish_reason(self) -> str | None:
         return self.choices[0].finish_reason if self.choices else None
 
-    @property
-    def cost(self) -> Cost:
-        """Reported cost where the service gave one, otherwise an estimate marked ``estimated``."""
-        if self._cost is None:
-            self._cost = cost_from_meta(self.meta.usage if self.meta else None) or Cost.estimate(
-                self.model, self.usage
-            )
-        return self._cost
-
     def to_wire(self) -> dict[str, Any]:
         """The JSON shape the service sent (wire names, unknown keys kept)."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire answer and the call's info, JSON-safe (a trigger event, a journal)."""
+        return {"completion": self.to_wire(), "call": self.call.to_dict() if self.call else None}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ChatCompletion:
+        completion = cls.model_validate(data["completion"])
+        if data.get("call") is not None:
+            completion.call = CallInfo.from_dict(data["call"])
+        return completion
 
 
 class ChunkFunction(_Lenient):

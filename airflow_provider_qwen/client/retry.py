@@ -93,7 +93,7 @@ class RetryPolicy:
 
     def backoff(self, retries_taken: int) -> float:
         """The wait before retry number ``retries_taken + 1`` when the server names none."""
-        return min(self.initial_delay * 2**retries_taken, self.max_backoff) * self.jitter()
+        return float(min(self.initial_delay * 2**retries_taken, self.max_backoff) * self.jitter())
 
     def next_delay(
         self,

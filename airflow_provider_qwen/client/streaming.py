@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from airflow_provider_qwen.client.assembly import StreamAssembler, chunk_from_completion
 from airflow_provider_qwen.client.errors import (
+    Charge,
     InvalidResponseError,
     StreamError,
     error_message_from_body,
@@ -36,10 +37,15 @@ class _StreamState:
     """What the sync and async streams share: event handling, assembly and error construction."""
 
     def __init__(
-        self, finish: Finisher, client_request_id: str | None, redact: Callable[[str], str] | None
+        self,
+        finish: Finisher,
+        client_request_id: str | None,
+        redact: Callable[[str], str] | None,
+        unconfirmed_tries: Callable[[], int] | None,
     ) -> None:
         self._finish = finish
         self._redact = redact or _same
+        self._unconfirmed_tries = unconfirmed_tries or _none
         self.client_request_id = client_request_id
         self.assembler = StreamAssembler()
         self.response: httpx.Response | None = None
@@ -62,12 +68,17 @@ class _StreamState:
         return self._finish(self.assembler.completion(), headers)
 
     def stream_error(self, message: str, *, reported_by_service: bool = False) -> StreamError:
-        error = StreamError(
-            self._redact(message), inference_id=self.inference_id, client_request_id=self.client_request_id
+        charge = Charge(
+            partial=self.partial(),
+            unconfirmed_tries=self._unconfirmed_tries(),
+            reported_by_service=reported_by_service,
         )
-        error.partial = self.partial()
-        error.reported_by_service = reported_by_service
-        return error
+        return StreamError(
+            self._redact(message),
+            inference_id=self.inference_id,
+            client_request_id=self.client_request_id,
+            charge=charge,
+        )
 
     def body_kind(self, response: httpx.Response) -> str:
         """``"sse"``, or ``"json"`` (a server that ignored ``stream``); anything else is refused."""
@@ -150,13 +161,17 @@ def _same(text: str) -> str:
     return text
 
 
+def _none() -> int:
+    return 0
+
+
 def _error_text(error: Any) -> str:
     """A readable message from an error chunk's ``error`` (an object, a string, or raw event data)."""
     if isinstance(error, str):
         try:
             error = json.loads(error)
         except ValueError:
-            return error[:300]
+            return str(error)[:300]
     if isinstance(error, dict) and isinstance(error.get("error"), (dict, str)):
         error = error["error"]
     if isinstance(error, dict) and error.get("message"):
@@ -178,8 +193,9 @@ class ChatStream(_StreamState):
         *,
         client_request_id: str | None = None,
         redact: Callable[[str], str] | None = None,
+        unconfirmed_tries: Callable[[], int] | None = None,
     ) -> None:
-        super().__init__(finish, client_request_id, redact)
+        super().__init__(finish, client_request_id, redact, unconfirmed_tries)
         self._opener = opener
         self._context: AbstractContextManager[httpx.Response] | None = None
         self._iterator: Generator[ChatCompletionChunk, None, None] | None = None
@@ -251,8 +267,9 @@ class AsyncChatStream(_StreamState):
         *,
         client_request_id: str | None = None,
         redact: Callable[[str], str] | None = None,
+        unconfirmed_tries: Callable[[], int] | None = None,
     ) -> None:
-        super().__init__(finish, client_request_id, redact)
+        super().__init__(finish, client_request_id, redact, unconfirmed_tries)
         self._opener = opener
         self._context: AbstractAsyncContextManager[httpx.Response] | None = None
         self._iterator: AsyncGenerator[ChatCompletionChunk, None] | None = None

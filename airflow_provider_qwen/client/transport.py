@@ -192,7 +192,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         elif loop is not self._loop:
             raise RuntimeError(
                 "this async client is bound to the event loop of its first request and was used from "
-                "another one; create one client per event loop (QwenHook.get_async_client does)"
+                "another one; create one client per event loop (QwenHook.async_client gives a new one)"
             )
         return self._session
 

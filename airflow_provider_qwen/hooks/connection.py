@@ -21,7 +21,7 @@ from airflow_provider_qwen import (
     DEFAULT_MODEL,
     DEFAULT_TIMEOUT,
 )
-from airflow_provider_qwen.client.cost import PriceTable
+from airflow_provider_qwen.client.pricing import PriceTable
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection

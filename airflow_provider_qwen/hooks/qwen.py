@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
@@ -19,8 +20,8 @@ from airflow_provider_qwen.hooks.connection import CONN_TYPE, EXTRA_NAMES, QwenC
 
 if TYPE_CHECKING:
     from airflow_provider_qwen.client.client import AsyncChatStream, AsyncQwenClient, ChatStream, QwenClient
-    from airflow_provider_qwen.client.cost import PriceTable
     from airflow_provider_qwen.client.models import ChatCompletion
+    from airflow_provider_qwen.client.pricing import PriceTable
 
 TEST_CONNECTION_TIMEOUT = 30.0
 
@@ -30,7 +31,7 @@ def _mask(secret: str) -> None:
     try:
         from airflow.sdk.log import mask_secret
     except ImportError:  # Airflow 3.0
-        from airflow.sdk.execution_time.secrets_masker import mask_secret
+        from airflow.sdk.execution_time.secrets_masker import mask_secret  # type: ignore[no-redef]
     mask_secret(secret)
 
 
@@ -214,15 +215,7 @@ class QwenHook(BaseHook):
             "prices": self.prices,
         }
 
-    async def anew_async_client(self, **overrides: Any) -> AsyncQwenClient:
-        """A new AsyncQwenClient of this connection that the caller owns and closes (e.g. a batch
-        with its own retry policy or pool size); ``overrides`` are constructor arguments."""
-        from airflow_provider_qwen.client.client import AsyncQwenClient
-
-        config = await self.aconfig()
-        return AsyncQwenClient(**{**self._client_kwargs(config), **overrides})
-
-    def get_client(self) -> QwenClient:
+    def get_conn(self) -> QwenClient:
         """The hook's QwenClient, created once and shared (httpx clients are thread-safe)."""
         if self._client is None:
             from airflow_provider_qwen.client.client import QwenClient
@@ -240,32 +233,32 @@ class QwenHook(BaseHook):
                     self._client = QwenClient(**self._client_kwargs(config))
         return self._client
 
-    def get_async_client(self) -> AsyncQwenClient:
-        """The AsyncQwenClient of the running event loop (one per loop: connections are loop-bound).
+    @asynccontextmanager
+    async def async_client(self, **overrides: Any) -> AsyncIterator[AsyncQwenClient]:
+        """A new AsyncQwenClient of this connection, closed when the block ends; ``overrides`` are
+        constructor arguments (a batch's own retry policy or pool size)."""
+        from airflow_provider_qwen.client.client import AsyncQwenClient
 
-        Outside a running loop this returns a new client that the caller closes with ``aclose()``.
-        """
+        config = await self.aconfig()
+        client = AsyncQwenClient(**{**self._client_kwargs(config), **overrides})
+        try:
+            yield client
+        finally:
+            await client.aclose()
+
+    def _loop_client(self) -> AsyncQwenClient:
+        """The client ``achat``/``astream`` share on the running loop (connections are loop-bound);
+        ``aclose()`` closes it."""
         from airflow_provider_qwen.client.client import AsyncQwenClient
 
         config = self.config
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return AsyncQwenClient(**self._client_kwargs(config))
+        loop = asyncio.get_running_loop()
         with self._lock:
             client = self._async_clients.get(loop)
             if client is None:
                 client = AsyncQwenClient(**self._client_kwargs(config))
                 self._async_clients[loop] = client
         return client
-
-    async def aget_async_client(self) -> AsyncQwenClient:
-        """``get_async_client()`` that first reads the connection without blocking the loop."""
-        await self.aconfig()
-        return self.get_async_client()
-
-    def get_conn(self) -> QwenClient:
-        return self.get_client()
 
     def close(self) -> None:
         """Close the sync client; async clients are closed by ``aclose()`` on their own loop."""
@@ -287,24 +280,26 @@ class QwenHook(BaseHook):
         self, messages: str | Sequence[Mapping[str, Any]], *, model: str | None = None, **params: Any
     ) -> ChatCompletion:
         """One chat completion; parameters are validated before anything is sent."""
-        return self.get_client().chat(messages, model=model, **params)
+        return self.get_conn().chat(messages, model=model, **params)
 
     async def achat(
         self, messages: str | Sequence[Mapping[str, Any]], *, model: str | None = None, **params: Any
     ) -> ChatCompletion:
-        client = await self.aget_async_client()
-        return await client.chat(messages, model=model, **params)
+        """``chat`` awaited, on the loop's shared async client."""
+        await self.aconfig()  # read the connection without blocking the loop
+        return await self._loop_client().chat(messages, model=model, **params)
 
     def stream(
         self, messages: str | Sequence[Mapping[str, Any]], *, model: str | None = None, **params: Any
     ) -> ChatStream:
         """A streamed completion: iterate the chunks, then read ``.completion``."""
-        return self.get_client().stream(messages, model=model, **params)
+        return self.get_conn().stream(messages, model=model, **params)
 
     def astream(
         self, messages: str | Sequence[Mapping[str, Any]], *, model: str | None = None, **params: Any
     ) -> AsyncChatStream:
-        return self.get_async_client().stream(messages, model=model, **params)
+        """``stream`` for async code (called on the running loop): ``async with`` / ``async for``."""
+        return self._loop_client().stream(messages, model=model, **params)
 
     def test_connection(self) -> tuple[bool, str]:
         """Check the key with the unbilled balance call; never raises, never runs a completion."""
@@ -335,9 +330,9 @@ class QwenHook(BaseHook):
     def refresh_prices(self) -> PriceTable:
         """Fetch the live price table: it replaces the shipped prices; the connection's overrides
         (negotiated prices, models the service does not list) still win."""
-        from airflow_provider_qwen.client.cost import PriceTable
+        from airflow_provider_qwen.client.pricing import PriceTable
 
-        live = self.get_client().fetch_prices()
+        live = self.get_conn().fetch_prices()
         table = PriceTable().with_overrides(live.as_dict()).with_overrides(self.config.price_overrides)
         self.prices = table
         return table

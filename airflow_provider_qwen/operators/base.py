@@ -1,8 +1,7 @@
 """What every Qwen operator shares: one rendering path, one request path, one cost path.
 
-Subclasses implement ``run(context, cost)``; ``execute`` wraps it so that the ``qwen_cost``
-record of the try is pushed whatever happens, and ``send``/``asend`` check the budget before
-and record the charge after every request.
+Subclasses implement ``run(context, calls)``; every model call goes through ``calls`` (budget held
+before, charge recorded after), and ``execute`` pushes the try's ``qwen_cost`` record whatever happens.
 """
 
 from __future__ import annotations
@@ -14,15 +13,16 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_provider_qwen import DEFAULT_CONN_ID, DEFAULT_MODEL
+from airflow_provider_qwen.client.pricing import usd_text
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_qwen.client.client import AsyncQwenClient
-    from airflow_provider_qwen.client.models import ChatCompletion
+    from airflow_provider_qwen.calls import Calls
+    from airflow_provider_qwen.client.builder import RequestBuilder
     from airflow_provider_qwen.client.request import ChatRequest
+    from airflow_provider_qwen.cost.task import TaskCost
     from airflow_provider_qwen.hooks.qwen import QwenHook
-    from airflow_provider_qwen.operators.cost import TaskCost
 
 PROMPT_TEMPLATE_EXT = (".j2", ".jinja2", ".prompt")
 
@@ -119,9 +119,22 @@ class QwenBaseOperator(BaseOperator):
         self.qwen_conn_id = qwen_conn_id
         self.max_cost_usd = max_cost_usd
         self.dag_run_budget_usd = dag_run_budget_usd
-        given = locals()
+        given = {
+            "max_completion_tokens": max_completion_tokens,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+            "stop": stop,
+            "logprobs": logprobs,
+            "top_logprobs": top_logprobs,
+            "logit_bias": logit_bias,
+            "reasoning_effort": reasoning_effort,
+            "reasoning": reasoning,
+            "normalize_tool_schemas": normalize_tool_schemas,
+            "extra_body": extra_body,
+        }
         self.generation_params: dict[str, Any] = {
-            name: given[name] for name in GENERATION_PARAMS if given[name] is not None
+            name: value for name, value in given.items() if value is not None
         }
         # Subclasses call validate_static_parameters() at the end of their own __init__,
         # once their extra request parameters (tools, stream ...) are set.
@@ -134,7 +147,7 @@ class QwenBaseOperator(BaseOperator):
 
     def validate_static_parameters(self) -> None:
         """Fail at DAG parse time for values that need no rendering."""
-        from airflow_provider_qwen.operators.cost import parse_usd
+        from airflow_provider_qwen.cost.record import parse_usd
 
         for field in ("max_cost_usd", "dag_run_budget_usd"):
             if not is_templated(getattr(self, field)):
@@ -172,29 +185,37 @@ class QwenBaseOperator(BaseOperator):
             conversation.append({"role": "user", "content": self.prompt})
         return conversation
 
+    def request_builder(self, model: str | None = None) -> RequestBuilder:
+        """The operator's parameters and the subclass's extras, for ``model`` (default: the task's)."""
+        from airflow_provider_qwen.client.builder import RequestBuilder
+
+        params = {**self.generation_params, **self.extra_request_params()}
+        return RequestBuilder(model or self.model or self.hook.default_model, params)
+
     def build_request(
         self, messages: Sequence[Mapping[str, Any]], *, model: str | None = None, **overrides: Any
     ) -> ChatRequest:
         """Validate one request: the operator's parameters, the subclass's extras, then overrides."""
-        from airflow_provider_qwen.client.request import build_request
-
-        params = {**self.generation_params, **self.extra_request_params(), **overrides}
-        return build_request(list(messages), model=model or self.model or self.hook.default_model, **params)
+        return self.request_builder(model).build(messages, **overrides)
 
     # -- execution and cost ---------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
-        from airflow_provider_qwen.operators.cost import TaskCost, parse_usd
+        from airflow_provider_qwen.calls import Calls
+        from airflow_provider_qwen.cost.record import parse_usd
+        from airflow_provider_qwen.operators.spend import task_cost
 
-        cost = TaskCost(
+        cost = task_cost(
+            context,
             prices=self.hook.prices,
             max_cost_usd=parse_usd("max_cost_usd", self.max_cost_usd),
             dag_run_budget_usd=parse_usd("dag_run_budget_usd", self.dag_run_budget_usd),
             model=self.model or self.hook.default_model,
-            context=context,
+            task_ids=qwen_task_ids(context.get("dag")),
         )
+        calls = Calls(cost, client=self.hook.get_conn, log=self.log)
         try:
-            return self.run(context, cost)
+            return self.run(context, calls)
         finally:
             try:
                 self.finish_cost(context, cost)
@@ -203,61 +224,39 @@ class QwenBaseOperator(BaseOperator):
 
     def finish_cost(self, context: Context, cost: TaskCost) -> None:
         """Publish the try's cost: journal (for later tries), XCom, metrics and the task log."""
+        from airflow_provider_qwen.cost.record import COST_XCOM_KEY
         from airflow_provider_qwen.metrics import emit_cost_metrics
-        from airflow_provider_qwen.operators.cost import COST_XCOM_KEY
 
         record = cost.finish()  # journals this try; the record covers every try so far
         if self.do_xcom_push:
-            context["ti"].xcom_push(key=COST_XCOM_KEY, value=record)
-        emit_cost_metrics(cost.by_model, dag_id=self.dag_id, task_id=self.task_id)
-        this_try = cost.try_record()
+            context["ti"].xcom_push(key=COST_XCOM_KEY, value=record.to_xcom())
+        emit_cost_metrics(cost.ledger.by_model, dag_id=self.dag_id, task_id=self.task_id)
+        this_try = cost.try_record().totals
         self.log.info(
             "Qwen cost of this try: %s requests, %s tokens, %s USD%s",
-            this_try["requests"],
-            this_try["total_tokens"],
-            this_try["usd_spent"],
-            " (estimated)" if this_try["estimated"] else "",
+            this_try.requests,
+            this_try.total_tokens,
+            usd_text(this_try.usd_spent),
+            " (estimated)" if this_try.estimated else "",
         )
-        if len(record["tries"]) > 1:
+        tries = record.each_try()
+        if len(tries) > 1:
             self.log.info(
                 "Qwen cost of this task over %d tries: %s requests, %s USD",
-                len(record["tries"]),
-                record["requests"],
-                record["usd_spent"],
+                len(tries),
+                record.totals.requests,
+                usd_text(record.usd_spent),
             )
 
-    def run(self, context: Context, cost: TaskCost) -> Any:
+    def run(self, context: Context, calls: Calls) -> Any:
         raise NotImplementedError
 
-    def send(self, request: ChatRequest, cost: TaskCost) -> ChatCompletion:
-        """One request through the hook: budget held before, charge recorded after (also on error)."""
-        with cost.spending(request):
-            completion = self.hook.get_client().send(request)
-            cost.add(completion, request)
-        return completion
 
-    async def asend(
-        self, request: ChatRequest, cost: TaskCost, *, client: AsyncQwenClient | None = None
-    ) -> ChatCompletion:
-        """``send`` for an async client (the hook's, or ``client``); concurrent requests each hold
-        their worst case."""
-        with cost.spending(request):
-            client = client or await self.hook.aget_async_client()
-            completion = await client.send(request)
-            cost.add(completion, request)
-        return completion
-
-    def check_finish(self, completion: ChatCompletion, *, fail_on_truncation: bool) -> None:
-        """A refusal is an error; truncation a warning, or an error when asked."""
-        from airflow_provider_qwen.client.errors import QwenError
-
-        if completion.refusal:
-            raise QwenError(f"the model refused: {completion.refusal}", inference_id=completion.inference_id)
-        if completion.finish_reason == "length":
-            message = (
-                "the answer was cut at the token limit (finish_reason='length'); raise "
-                "max_completion_tokens or shorten the prompt"
-            )
-            if fail_on_truncation:
-                raise QwenError(message, inference_id=completion.inference_id)
-            self.log.warning(message)
+def qwen_task_ids(dag: Any) -> list[str]:
+    """Task ids of the DAG's Qwen operators (mapped ones too): the tasks a run budget adds up."""
+    found = []
+    for task in getattr(dag, "tasks", []):
+        cls = getattr(task, "operator_class", None) or type(task)  # a MappedOperator names its class
+        if isinstance(cls, type) and issubclass(cls, QwenBaseOperator):
+            found.append(task.task_id)
+    return found or list(getattr(dag, "task_ids", []))

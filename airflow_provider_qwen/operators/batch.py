@@ -14,13 +14,14 @@ import os
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_qwen.batch.runner import BatchFailedError
+from airflow_provider_qwen.client.pricing import usd_text
 from airflow_provider_qwen.operators.base import PROMPT_TEMPLATE_EXT, QwenBaseOperator
 
 if TYPE_CHECKING:
@@ -31,16 +32,16 @@ if TYPE_CHECKING:
     from airflow_provider_qwen.batch.items import ItemPlan, Render
     from airflow_provider_qwen.batch.outputs import OutputStore
     from airflow_provider_qwen.batch.runner import BatchReport
+    from airflow_provider_qwen.calls import Calls
     from airflow_provider_qwen.client.client import AsyncQwenClient
     from airflow_provider_qwen.client.models import ChatCompletion
     from airflow_provider_qwen.client.request import ChatRequest
     from airflow_provider_qwen.client.structured import ToolSpec
-    from airflow_provider_qwen.operators.cost import TaskCost
 
 CHECKPOINT_DIR = "batch"
 
 
-class BatchStoppedError(BatchFailedError, AirflowFailException):
+class BatchStoppedError(BatchFailedError, AirflowFailException):  # type: ignore[misc]
     """The batch stopped for a reason a retry would meet again (a spent budget): fail without retries."""
 
 
@@ -243,7 +244,7 @@ class QwenBatchOperator(QwenBaseOperator):
 
     # -- execution ------------------------------------------------------------------------
 
-    def run(self, context: Context, cost: TaskCost) -> list[Any]:
+    def run(self, context: Context, calls: Calls) -> list[Any]:
         from airflow_provider_qwen.batch.checkpoint import Journal, open_journal
         from airflow_provider_qwen.batch.inputs import items_list
         from airflow_provider_qwen.batch.items import DEFAULT_REDUCE_PROMPT, ItemPlan
@@ -255,11 +256,10 @@ class QwenBatchOperator(QwenBaseOperator):
         plan = ItemPlan(
             items=items,
             render_prompt=self._renderer(self.prompt or "", context),
-            build=self.build_request,
+            requests=self.request_builder(),
             base_messages=self.history_messages(),
             spec=self.spec,
             max_repairs=self.max_repairs,
-            fail_on_truncation=self.fail_on_truncation,
             max_input_tokens=self.max_input_tokens,
             chunk_field=self.chunk_field,
             render_reduce=(
@@ -289,14 +289,14 @@ class QwenBatchOperator(QwenBaseOperator):
         outputs = OutputStore(lambda: task_folder(context), self.output_size_threshold)
         self.log.info("batch: %d item(s), max_concurrency %d", len(items), self.max_concurrency)
         try:
-            report = _run_coroutine(lambda: self._arun(plan, journal, outputs, cost))
+            report: BatchReport = _run_coroutine(lambda: self._arun(plan, journal, outputs, calls))
         finally:
             journal.close()
-        self._finish(context, report, cost, outputs)
+        self._finish(context, report, calls, outputs)
         return report.results
 
     async def _arun(
-        self, plan: ItemPlan, journal: Journal, outputs: OutputStore, cost: TaskCost
+        self, plan: ItemPlan, journal: Journal, outputs: OutputStore, calls: Calls
     ) -> BatchReport:
         from airflow_provider_qwen.batch.items import ItemProcessor
         from airflow_provider_qwen.batch.runner import BatchOptions, BatchRunner
@@ -308,34 +308,34 @@ class QwenBatchOperator(QwenBaseOperator):
             progress_interval=self.progress_interval,
         )
 
-        client = await self._open_client()
+        async with self.batch_client() as client:
 
-        async def send_once(request: ChatRequest) -> ChatCompletion:
-            return await self.asend(request, cost, client=client)
+            async def send_once(request: ChatRequest) -> ChatCompletion:
+                return await calls.asend(
+                    request, client, fail_on_truncation=self.fail_on_truncation, warn=False
+                )
 
-        runner = BatchRunner(len(plan.items), send_once, options=options, log=self.log, cost=cost)
-        processor = ItemProcessor(plan, runner.send, journal, outputs)
-        try:
+            spent = lambda: calls.cost.spent_usd  # noqa: E731
+            runner = BatchRunner(len(plan.items), send_once, options=options, log=self.log, spent=spent)
+            processor = ItemProcessor(plan, runner.send, journal, outputs)
             return await runner.run(processor.process)
-        finally:
-            await client.aclose()
 
-    async def _open_client(self) -> AsyncQwenClient:
-        """A client of the hook's connection for this batch alone: 429s are not retried inside it but
-        reach the limiter, and it has connections for ``max_concurrency`` requests."""
-        from airflow_provider_qwen.batch.client import LimiterRetryPolicy, connections_for
+    def batch_client(self) -> AbstractAsyncContextManager[AsyncQwenClient]:
+        """A client of the hook's connection for this batch alone, closed after it: 429s are not
+        retried inside it but reach the limiter, and it has connections for ``max_concurrency``."""
+        from airflow_provider_qwen.batch.retry_policy import LimiterRetryPolicy, connections_for
 
-        return await self.hook.anew_async_client(
+        return self.hook.async_client(
             retry=LimiterRetryPolicy(), max_connections=connections_for(self.max_concurrency)
         )
 
-    def _finish(self, context: Context, report: BatchReport, cost: TaskCost, outputs: OutputStore) -> None:
+    def _finish(self, context: Context, report: BatchReport, calls: Calls, outputs: OutputStore) -> None:
         """Push ``qwen_batch``, log the summary, and fail when more than ``max_failures`` did not succeed."""
         from airflow_provider_qwen.batch.runner import BATCH_XCOM_KEY, allowed_failures
 
         record = report.record()
         record["stored_outputs"] = outputs.stored
-        record["usd_spent"] = cost.try_record()["usd_spent"]  # this try; qwen_cost covers every try
+        record["usd_spent"] = usd_text(calls.cost.spent_usd)  # this try; qwen_cost covers every try
         if self.do_xcom_push:
             context["ti"].xcom_push(key=BATCH_XCOM_KEY, value=record)
         self.log.info(

@@ -12,9 +12,8 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
+    from airflow_provider_qwen.calls import Calls
     from airflow_provider_qwen.client.models import ChatCompletion, ChatCompletionChunk
-    from airflow_provider_qwen.client.request import ChatRequest
-    from airflow_provider_qwen.operators.cost import TaskCost
 
 PROGRESS_EVERY_S = 2.0
 
@@ -50,25 +49,17 @@ class QwenChatOperator(QwenBaseOperator):
             return {"stream": True, "stream_options": {"include_usage": True}}
         return {}
 
-    def run(self, context: Context, cost: TaskCost) -> Any:
+    def run(self, context: Context, calls: Calls) -> Any:
         request = self.build_request(self.rendered_messages())
-        completion = self.send_streaming(request, cost) if self.stream else self.send(request, cost)
-        self.check_finish(completion, fail_on_truncation=self.fail_on_truncation)
+        if self.stream:
+            progress = StreamProgress(self.log)
+            completion = calls.stream(request, progress.update, fail_on_truncation=self.fail_on_truncation)
+            progress.done(completion)
+        else:
+            completion = calls.send(request, fail_on_truncation=self.fail_on_truncation)
         if self.include_reasoning:
             return {"content": completion.content, "reasoning_content": completion.reasoning_content}
         return completion.content
-
-    def send_streaming(self, request: ChatRequest, cost: TaskCost) -> ChatCompletion:
-        """``send`` for a streamed request: budget held before, progress in the log, charge after."""
-        progress = StreamProgress(self.log)
-        with cost.spending(request):
-            stream = self.hook.get_client().stream(request)
-            for chunk in stream:
-                progress.update(chunk)
-            completion = stream.completion
-            cost.add(completion, request)
-        progress.done(completion)
-        return completion
 
 
 class StreamProgress:

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
     from pydantic import BaseModel
 
+    from airflow_provider_qwen.calls import Calls
     from airflow_provider_qwen.client.structured import CheckedCall, ToolSpec
-    from airflow_provider_qwen.operators.cost import TaskCost
 
 _CHOICE_KEYWORDS = ("none", "auto", "required")
 
@@ -134,16 +134,16 @@ class QwenToolCallOperator(QwenBaseOperator):
 
     # -- execution ------------------------------------------------------------------------
 
-    def run(self, context: Context, cost: TaskCost) -> Any:
+    def run(self, context: Context, calls: Calls) -> Any:
         if self.needs_gateway_normalization:
             self.log.info(
                 "a tool schema is recursive and cannot be inlined: sending it with $defs and "
                 "normalize_tool_schemas=True so the gateway rewrites it"
             )
         messages = self.rendered_messages()
-        return self._structured(messages, cost) if self.single_output else self._calls(messages, cost)
+        return self._structured(messages, calls) if self.single_output else self._calls(messages, calls)
 
-    def _structured(self, messages: list[dict[str, Any]], cost: TaskCost) -> Any:
+    def _structured(self, messages: list[dict[str, Any]], calls: Calls) -> Any:
         from airflow_provider_qwen.client.repair import RepairLoop
 
         (spec,) = self.specs.values()
@@ -155,12 +155,13 @@ class QwenToolCallOperator(QwenBaseOperator):
             give_up=lambda errors: self._gave_up(spec.name, errors),
         )
         while True:
-            completion = self.send(self.build_request(loop.messages), cost)
-            self.check_finish(completion, fail_on_truncation=self.fail_on_truncation)
+            completion = calls.send(
+                self.build_request(loop.messages), fail_on_truncation=self.fail_on_truncation
+            )
             if loop.accept(completion):
                 return loop.value
 
-    def _calls(self, messages: list[dict[str, Any]], cost: TaskCost) -> list[dict[str, Any]]:
+    def _calls(self, messages: list[dict[str, Any]], calls: Calls) -> list[dict[str, Any]]:
         """All calls, each validated; failed ones are repaired and replaced by the repair turn's calls."""
         from airflow_provider_qwen.client.repair import repair_calls_messages
         from airflow_provider_qwen.client.structured import check_tool_calls
@@ -169,8 +170,8 @@ class QwenToolCallOperator(QwenBaseOperator):
         overrides: dict[str, Any] = {}
         problems: list[str] = []
         for turn in range(self.max_repairs + 1):
-            completion = self.send(self.build_request(messages, **overrides), cost)
-            self.check_finish(completion, fail_on_truncation=self.fail_on_truncation)
+            request = self.build_request(messages, **overrides)
+            completion = calls.send(request, fail_on_truncation=self.fail_on_truncation)
             checked = check_tool_calls(completion, self.specs)
             accepted += [call for call in checked if call.ok]
             failed = [call for call in checked if not call.ok]

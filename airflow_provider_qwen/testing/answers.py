@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from airflow_provider_qwen.client.cost import CREDITS_PER_USD, PriceTable, credits_from_usd
+from airflow_provider_qwen.testing.billing import Prices
 from airflow_provider_qwen.testing.values import (
     UnsupportedSchema,
     broken_json,
@@ -308,12 +308,9 @@ def logprobs(text: str, top: int) -> dict[str, Any]:
     return {"content": content, "refusal": []}
 
 
-def bill(model: str, answer: Answer, prices: PriceTable) -> tuple[int, Decimal]:
-    """(credits, usd) for an answer: exact Decimal price, credits rounded up, usd = credits / 2e6."""
-    price, _ = prices.price_for(model)
-    raw = price.usd(answer.prompt_tokens, answer.completion_tokens)
-    credits = credits_from_usd(raw)
-    return credits, Decimal(credits) / CREDITS_PER_USD
+def bill(model: str, answer: Answer, prices: Prices) -> tuple[int, Decimal]:
+    """(credits, usd) for an answer, with the emulator's own arithmetic (see ``billing``)."""
+    return prices.bill(model, answer.prompt_tokens, answer.completion_tokens)
 
 
 def usd_text(usd: Decimal) -> str:

@@ -34,8 +34,8 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from airflow_provider_qwen.client.cost import PriceTable
 from airflow_provider_qwen.testing.app import build_app
+from airflow_provider_qwen.testing.billing import Prices
 from airflow_provider_qwen.testing.faults import Fault
 from airflow_provider_qwen.testing.state import Charge, EmulatorState, LoggedRequest
 
@@ -62,7 +62,7 @@ class QwenEmulator:
         api_keys: Sequence[str] = (DEFAULT_API_KEY,),
         latency: float = 0.0,
         port: int = 0,
-        prices: PriceTable | Mapping[str, Any] | None = None,
+        prices: Mapping[str, Any] | Any = None,
         max_concurrency: int | None = None,
         balance_usd: Decimal | float | str = Decimal("12.5"),
         strict: bool = True,
@@ -77,7 +77,7 @@ class QwenEmulator:
         self._state = EmulatorState(
             api_keys=list(api_keys),
             latency=latency,
-            prices=prices if isinstance(prices, PriceTable) else PriceTable().with_overrides(prices),
+            prices=Prices(prices),
             max_concurrency=max_concurrency,
             balance_usd=Decimal(str(balance_usd)),
             strict=strict,
@@ -195,7 +195,7 @@ class QwenEmulator:
 
     # -- settings, faults, log --------------------------------------------------------------------
     @property
-    def prices(self) -> PriceTable:
+    def prices(self) -> Prices:
         """The price table answers are billed with (the shipped one, with ``prices`` on top)."""
         return self._state.prices
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from airflow_provider_qwen.client.cost import PriceTable
+from airflow_provider_qwen.testing.billing import Prices
 from airflow_provider_qwen.testing.faults import Fault
 
 
@@ -76,7 +76,7 @@ class EmulatorState:
         *,
         api_keys: Sequence[str],
         latency: float,
-        prices: PriceTable,
+        prices: Prices,
         max_concurrency: int | None,
         balance_usd: Decimal,
         strict: bool,

@@ -8,10 +8,10 @@ import pendulum
 import pytest
 from airflow.sdk import DAG
 
-from airflow_provider_qwen.client.cost import PriceTable
 from airflow_provider_qwen.client.errors import BudgetExceededError
+from airflow_provider_qwen.client.pricing import PriceTable
+from airflow_provider_qwen.cost.budget import worst_case_usd
 from airflow_provider_qwen.operators import QwenChatOperator, QwenCostReportOperator
-from airflow_provider_qwen.operators.cost import worst_case_usd
 from tests.integration.conftest import DagRunResult
 from tests.support.operator_fakes import FakeTI, run
 

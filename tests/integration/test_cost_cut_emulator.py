@@ -10,14 +10,10 @@ from decimal import Decimal
 
 import pytest
 
-from airflow_provider_qwen.client.cost import (
-    PriceTable,
-    credits_from_usd,
-    estimate_prompt_tokens,
-    request_text,
-    worst_case_usd,
-)
 from airflow_provider_qwen.client.errors import APIConnectionError, StreamError
+from airflow_provider_qwen.client.pricing import PriceTable, credits_from_usd
+from airflow_provider_qwen.client.tokens import request_tokens
+from airflow_provider_qwen.cost.budget import worst_case_usd
 from airflow_provider_qwen.operators import QwenChatOperator
 from airflow_provider_qwen.testing.faults import Fault
 from tests.support.operator_fakes import FakeTI, run
@@ -44,7 +40,7 @@ def test_a_cut_stream_is_recorded_as_an_estimate_of_what_was_charged(qwen_emulat
     record = ti.pushed["qwen_cost"]
     assert (record["requests"], record["estimated"]) == (1, True)
     request = op.build_request(op.rendered_messages())
-    assert record["prompt_tokens"] == estimate_prompt_tokens(request_text(request))
+    assert record["prompt_tokens"] == request_tokens(request)
     assert record["completion_tokens"] > 0  # from the text that arrived
     usd = Decimal(record["usd_spent"])
     assert usd == PRICE.usd(record["prompt_tokens"], record["completion_tokens"])

@@ -14,8 +14,8 @@ import httpx
 import jsonschema
 import pytest
 
-from airflow_provider_qwen.client.cost import CREDITS_PER_USD, Cost, PriceTable
 from airflow_provider_qwen.client.models import Usage
+from airflow_provider_qwen.client.pricing import CREDITS_PER_USD, PriceTable
 from airflow_provider_qwen.testing.emulator import QwenEmulator
 from airflow_provider_qwen.testing.values import SchemaValues, invalid_arguments, tool_arguments
 
@@ -116,7 +116,9 @@ def test_answer_is_an_extractive_summary_with_cost_headers_and_meta(qwen_emulato
     assert response.headers["x-aimlapi-credits-used"] == str(credits)
     assert Decimal(response.headers["x-aimlapi-usd-spent"]) == usd
     # the client's own estimate from the same tokens and table gives the same credits
-    assert Cost.estimate(MODEL, Usage.model_validate(usage)).credits_used == credits
+    parsed = Usage.model_validate(usage)
+    estimate = PriceTable().estimate(MODEL, parsed.prompt_tokens, parsed.completion_tokens)
+    assert estimate.credits_used == credits
 
     (charge,) = qwen_emulator.charges
     assert charge.inference_id == response.headers["x-inference-id"]

@@ -13,11 +13,12 @@ import httpx
 import openai
 import pytest
 
-from airflow_provider_qwen.client.cost import CREDITS_PER_USD
 from airflow_provider_qwen.client.errors import BadRequestError, RateLimitError, ServerError, error_for_status
 from airflow_provider_qwen.client.models import ChatCompletion, ChatCompletionChunk
+from airflow_provider_qwen.client.pricing import CREDITS_PER_USD
 from airflow_provider_qwen.testing.faults import Fault
 from airflow_provider_qwen.testing.schema import chunk_errors, response_errors
+from tests.support.client_helpers import bind
 
 MODEL = "alibaba/qwen3.7-max"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -205,10 +206,12 @@ def populated(completion: ChatCompletion) -> dict[str, Any]:
 def test_seed_examples_and_emulator_answers_parse_alike(qwen_emulator, fixture, params):
     seed = json.loads((FIXTURES / fixture).read_text())
     response = raw_chat(qwen_emulator, params)
-    ours = ChatCompletion.model_validate(response.json()).bind(
-        requested_model=MODEL, inference_id=response.headers["x-inference-id"]
+    ours = bind(
+        ChatCompletion.model_validate(response.json()),
+        requested_model=MODEL,
+        inference_id=response.headers["x-inference-id"],
     )
-    theirs = ChatCompletion.model_validate(seed).bind(requested_model=MODEL, inference_id="seed")
+    theirs = bind(ChatCompletion.model_validate(seed), requested_model=MODEL, inference_id="seed")
 
     assert populated(ours) == populated(theirs)
     assert response_errors(seed) == []

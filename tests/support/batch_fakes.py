@@ -1,7 +1,7 @@
 """Test doubles for QwenBatchOperator unit tests: an async scripted client and a task instance with ids.
 
-The scripted client stands in for the batch's own client (``QwenBatchOperator._open_client``);
-the hook's clients refuse to be used, so a batch that went around its limiter-aware client fails.
+The scripted client stands in for the batch's own client (``QwenHook.async_client``); the hook's
+shared clients refuse to be used, so a batch that went around its limiter-aware client fails.
 
 The reply function sees each request and returns a completion or an exception (optionally after a
 delay), so ordering, partial failure, rate limits and budgets are tested in milliseconds.
@@ -10,12 +10,13 @@ delay), so ordering, partial failure, rate limits and budgets are tested in mill
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
-from airflow_provider_qwen.client.cost import PriceTable
 from airflow_provider_qwen.client.models import ChatCompletion
+from airflow_provider_qwen.client.pricing import PriceTable
 from airflow_provider_qwen.client.request import ChatRequest
 from tests.support.operator_fakes import MODEL, FakeTI, answer
 
@@ -43,7 +44,7 @@ class FakeAsyncClient:
         self.peak_in_flight = 0
         self.closed = 0
 
-    async def send(self, request: ChatRequest) -> ChatCompletion:
+    async def send(self, request: ChatRequest, *, retry_after_send: bool = True) -> ChatCompletion:
         self.requests.append(request)
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
@@ -79,28 +80,28 @@ class FakeAsyncHook:
         self.client = client
         self.prices = PriceTable()
 
-    def get_async_client(self) -> Any:
+    @asynccontextmanager
+    async def async_client(self, **overrides: Any) -> AsyncIterator[FakeAsyncClient]:
+        """The batch's own client (``overrides``: its retry policy and pool size), closed after."""
+        self.overrides = overrides
+        try:
+            yield self.client
+        finally:
+            await self.client.aclose()
+
+    def _loop_client(self) -> Any:
         raise AssertionError("the batch operator must use its own client (429s to the limiter)")
 
-    async def aget_async_client(self) -> Any:
-        raise AssertionError("the batch operator must use its own client (429s to the limiter)")
-
-    def get_client(self) -> Any:
+    def get_conn(self) -> Any:
         raise AssertionError("the batch operator must use the async client")
 
 
 def with_async_client(mocker: Any, reply: Reply = echo) -> FakeAsyncClient:
     """Route the batch operator's client (and every Qwen operator's hook) to a scripted async client."""
     from airflow_provider_qwen.operators.base import QwenBaseOperator
-    from airflow_provider_qwen.operators.batch import QwenBatchOperator
 
     client = FakeAsyncClient(reply)
-
-    async def open_client(self: Any) -> FakeAsyncClient:
-        return client
-
     mocker.patch.object(QwenBaseOperator, "hook", new=FakeAsyncHook(client))
-    mocker.patch.object(QwenBatchOperator, "_open_client", new=open_client)
     return client
 
 

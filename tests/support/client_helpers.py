@@ -9,6 +9,8 @@ from typing import Any
 
 import httpx
 
+from airflow_provider_qwen.client.models import CallInfo, ChatCompletion
+from airflow_provider_qwen.client.pricing import Cost, default_prices
 from airflow_provider_qwen.client.retry import RetryPolicy
 from airflow_provider_qwen.testing.schema import assert_valid_request
 
@@ -48,6 +50,29 @@ class Recorder:
     @property
     def request_ids(self) -> list[str]:
         return [r.headers.get("x-client-request-id", "") for r in self.requests]
+
+
+def bind(
+    completion: ChatCompletion,
+    *,
+    requested_model: str,
+    inference_id: str | None = None,
+    cost: Cost | None = None,
+    unconfirmed_tries: int = 0,
+    client_request_id: str | None = None,
+) -> ChatCompletion:
+    """Bind a parsed completion to a call as the client does: the reported cost, else an estimate."""
+    if cost is None:
+        usage = completion.usage
+        cost = completion.reported_cost or (
+            default_prices().estimate(
+                requested_model, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens
+            )
+            if usage is not None
+            else Cost(estimated=True)
+        )
+    completion.call = CallInfo(requested_model, inference_id, client_request_id, cost, unconfirmed_tries)
+    return completion
 
 
 def completion(content: str | None = "Hello!", **overrides: Any) -> dict[str, Any]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_provider_qwen.client.cost import Cost, CostLedger
+from airflow_provider_qwen.client.pricing import Cost
+from airflow_provider_qwen.cost.record import CostTotals
 from tests.support.operator_fakes import MODEL
 
 
@@ -79,7 +80,7 @@ def cost_record(
     usd_each: str, *, requests: int = 1, try_number: int = 1, model: str = MODEL
 ) -> dict[str, Any]:
     """A ``qwen_cost`` record of one try with ``requests`` responses of ``usd_each`` (reported cost)."""
-    ledger = CostLedger()
+    totals = CostTotals()
     for _ in range(requests):
-        ledger.add_charge(model, Cost.from_reported(usd=usd_each))
-    return ledger.record(model=model, try_number=try_number)
+        totals.add_charge(model, Cost.from_reported(usd=usd_each))
+    return totals.record(model=model, try_number=try_number).to_xcom()

@@ -11,9 +11,10 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
-from airflow_provider_qwen.client.cost import PriceTable
 from airflow_provider_qwen.client.models import ChatCompletion, ChatCompletionChunk
+from airflow_provider_qwen.client.pricing import PriceTable
 from airflow_provider_qwen.client.request import ChatRequest
+from tests.support.client_helpers import bind
 
 MODEL = "alibaba/qwen3.7-max"
 USD_PER_ANSWER = Decimal("0.001000")
@@ -44,7 +45,7 @@ def answer(
             for cid, name, args in tool_calls
         ]
     finish = finish_reason or ("tool_calls" if tool_calls else "stop")
-    return ChatCompletion.model_validate(
+    parsed = ChatCompletion.model_validate(
         {
             "id": "chatcmpl-1",
             "model": "qwen3.7-max",
@@ -52,7 +53,8 @@ def answer(
             "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
             "meta": {"usage": {"credits_used": int(usd * 2_000_000), "usd_spent": str(usd)}},
         }
-    ).bind(requested_model=MODEL, inference_id="inf-1")
+    )
+    return bind(parsed, requested_model=MODEL, inference_id="inf-1")
 
 
 class FakeStream:
@@ -72,6 +74,7 @@ class FakeClient:
     def __init__(self, *replies: ChatCompletion | Exception | Callable[[ChatRequest], Any]) -> None:
         self.replies = list(replies)
         self.requests: list[ChatRequest] = []
+        self.retry_after_send: list[bool] = []  # as each call asked
 
     def _next(self, request: ChatRequest) -> Any:
         self.requests.append(request)
@@ -84,10 +87,12 @@ class FakeClient:
             raise reply
         return reply
 
-    def send(self, request: ChatRequest) -> ChatCompletion:
+    def send(self, request: ChatRequest, *, retry_after_send: bool = True) -> ChatCompletion:
+        self.retry_after_send.append(retry_after_send)
         return self._next(request)
 
-    def stream(self, request: ChatRequest) -> FakeStream:
+    def stream(self, request: ChatRequest, *, retry_after_send: bool = True) -> FakeStream:
+        self.retry_after_send.append(retry_after_send)
         completion = self._next(request)
         chunks = [
             ChatCompletionChunk.model_validate({"choices": [{"delta": {"reasoning_content": part}}]})
@@ -110,7 +115,7 @@ class FakeHook:
         self.client = client
         self.prices = PriceTable()
 
-    def get_client(self) -> FakeClient:
+    def get_conn(self) -> FakeClient:
         return self.client
 
 

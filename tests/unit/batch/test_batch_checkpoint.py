@@ -13,6 +13,7 @@ from airflow.sdk import ObjectStoragePath
 from airflow_provider_qwen.batch.checkpoint import LocalJournal, ObjectJournal, open_journal, request_key
 from airflow_provider_qwen.batch.runner import BatchFailedError
 from airflow_provider_qwen.client.errors import ServerError
+from airflow_provider_qwen.client.pricing import usd_text
 from airflow_provider_qwen.client.request import build_request
 from airflow_provider_qwen.operators import QwenBatchOperator
 from airflow_provider_qwen.storage import storage_base, task_folder
@@ -118,7 +119,7 @@ def test_a_retry_sends_only_the_items_that_did_not_finish(mocker):
     assert report["reused"] == {
         "requests": 6,
         "credits_used": 6 * 2000,
-        "usd_spent": str(6 * USD),
+        "usd_spent": usd_text(6 * USD),  # the one USD formatter (not str(Decimal))
         "estimated": False,
     }
 
@@ -164,7 +165,7 @@ def test_chunk_parts_are_checkpointed_too(mocker):
     assert len(client.requests) == 1  # only the reduce: every part was journaled
     assert result[0] == "summary 1"
     reused = ti.pushed["qwen_batch"]["reused"]
-    assert (reused["requests"], reused["usd_spent"]) == (parts, str(parts * USD))
+    assert (reused["requests"], reused["usd_spent"]) == (parts, usd_text(parts * USD))
     # the item's record sums the whole item: the parts paid by try 1 and the reduce paid now
     records = journal_report(storage_records())
     assert records["item"] == (parts + 1, (parts + 1) * USD)
@@ -174,7 +175,7 @@ def test_chunk_parts_are_checkpointed_too(mocker):
     _, ti = run(QwenBatchOperator(**kwargs), BatchTI(try_number=3))
     assert client.requests == []
     reused = ti.pushed["qwen_batch"]["reused"]
-    assert (reused["requests"], reused["usd_spent"]) == (parts + 1, str((parts + 1) * USD))
+    assert (reused["requests"], reused["usd_spent"]) == (parts + 1, usd_text((parts + 1) * USD))
 
 
 def storage_records() -> list[dict]:

@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from airflow_provider_qwen.batch.chunking import estimate_tokens, reduce_groups, split_text
+from airflow_provider_qwen.batch.chunking import reduce_groups, split_text
+from airflow_provider_qwen.client.tokens import text_tokens
 from airflow_provider_qwen.operators import QwenBatchOperator
 from tests.support.batch_fakes import BatchTI, user_text, with_async_client
 from tests.support.operator_fakes import answer, run
@@ -34,7 +35,7 @@ def test_paragraphs_stay_whole_and_parts_fit():
     text = "\n\n".join(paragraph(n) for n in range(12))
     parts = split_text(text, 200)
     assert len(parts) > 1
-    assert all(estimate_tokens(p) <= 200 for p in parts)
+    assert all(text_tokens(p) <= 200 for p in parts)
     assert words(" ".join(parts)) == words(text)  # nothing lost, nothing reordered
     for part in parts:  # a paragraph that fits is never cut
         assert all(p.startswith("Paragraph") and p.endswith("useful.") for p in part.split("\n\n"))
@@ -44,7 +45,7 @@ def test_a_long_paragraph_is_cut_between_sentences():
     text = paragraph(1, sentences=40)
     parts = split_text(text, 100)
     assert len(parts) > 1
-    assert all(estimate_tokens(p) <= 100 for p in parts)
+    assert all(text_tokens(p) <= 100 for p in parts)
     assert all(p.endswith(".") for p in parts)
     assert words(" ".join(parts)) == words(text)
 
@@ -52,7 +53,7 @@ def test_a_long_paragraph_is_cut_between_sentences():
 def test_cjk_sentences_without_spaces_are_split():
     text = "今天天气很好。" * 200
     parts = split_text(text, 100)
-    assert all(estimate_tokens(p) <= 100 for p in parts)
+    assert all(text_tokens(p) <= 100 for p in parts)
     assert all(p.endswith("。") for p in parts)
     assert "".join(parts).replace(" ", "") == text
 
@@ -60,7 +61,7 @@ def test_cjk_sentences_without_spaces_are_split():
 def test_a_blob_without_spaces_is_sliced():
     text = "x" * 5000
     parts = split_text(text, 100)
-    assert all(estimate_tokens(p) <= 100 for p in parts)
+    assert all(text_tokens(p) <= 100 for p in parts)
     assert "".join(parts) == text
 
 
@@ -99,7 +100,7 @@ def test_long_item_is_mapped_over_parts_then_reduced(mocker):
     assert report["chunked"] == 1
     parts = [p for p in client.prompts if "(part " in p]
     assert len(parts) >= 3
-    assert all(estimate_tokens(p) <= 600 for p in parts)
+    assert all(text_tokens(p) <= 600 for p in parts)
     assert words(" ".join(p.split(": ", 1)[1] for p in sorted(parts, key=_part_number))) == words(long_text)
     (reduce,) = [p for p in client.prompts if p.startswith("The text was too long")]
     for n in range(len(parts)):  # partial results arrive verbatim, in order

@@ -10,7 +10,6 @@ import pytest
 import respx
 
 from airflow_provider_qwen.client.client import QwenClient
-from airflow_provider_qwen.client.cost import Price, PriceTable
 from airflow_provider_qwen.client.errors import (
     APIConnectionError,
     APIStatusError,
@@ -24,6 +23,7 @@ from airflow_provider_qwen.client.errors import (
     RateLimitError,
     ServerError,
 )
+from airflow_provider_qwen.client.pricing import Price, PriceTable
 from airflow_provider_qwen.client.request import build_request
 from tests.support.client_helpers import (
     BASE_URL,
@@ -254,15 +254,15 @@ def test_a_2xx_that_is_not_a_completion(api, qwen, content):
     error = caught.value
     assert error.inference_id == "inf-odd"
     assert error.status_code == 200
-    assert error.cost.credits_used == 100  # paid: operators record it
-    assert error.cost.usd_spent == Decimal("0.00005")
+    assert error.charge.reported.credits_used == 100  # paid: operators record it
+    assert error.charge.reported.usd_spent == Decimal("0.00005")
 
 
 def test_invalid_answer_without_cost_headers_has_no_cost(api, qwen):
     answer_with(api, httpx.Response(200, content=b"nope"))
     with pytest.raises(InvalidResponseError) as caught:
         qwen.chat("hi")
-    assert caught.value.cost is None
+    assert caught.value.charge.reported is None
 
 
 # -- cost -----------------------------------------------------------------------------------------

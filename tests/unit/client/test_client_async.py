@@ -193,8 +193,8 @@ async def test_a_2xx_that_is_not_a_completion_carries_the_paid_cost(api, qwen):
     answer_with(api, httpx.Response(200, text="<html/>", headers={"x-aimlapi-credits-used": "50"}))
     with pytest.raises(InvalidResponseError) as caught:
         await qwen.chat("hi")
-    assert caught.value.cost.credits_used == 50
-    assert caught.value.cost.usd_spent == Decimal("0.000025")
+    assert caught.value.charge.reported.credits_used == 50
+    assert caught.value.charge.reported.usd_spent == Decimal("0.000025")
 
 
 async def test_cost_fallbacks(api, qwen):

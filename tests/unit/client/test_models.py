@@ -7,10 +7,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from airflow_provider_qwen.client.cost import Cost, PriceTable
-from airflow_provider_qwen.client.models import ChatCompletion, ChatCompletionChunk
+from airflow_provider_qwen.client.client import QwenClient
+from airflow_provider_qwen.client.models import CallInfo, ChatCompletion, ChatCompletionChunk
+from airflow_provider_qwen.client.pricing import Cost, PriceTable
+from tests.support.client_helpers import bind
 
 MODEL = "alibaba/qwen3.7-max"
 
@@ -27,7 +30,7 @@ def test_the_qwen_example_parses_with_its_conveniences(fixture_path: Path, from_
         if from_json
         else ChatCompletion.model_validate(json.loads(raw))
     )
-    completion = parsed.bind(requested_model=MODEL, inference_id="inf-123")
+    completion = bind(parsed, requested_model=MODEL, inference_id="inf-123")
 
     assert completion.content.startswith("Hi there! \n\nAs an AI")
     assert completion.content.endswith("most defining trait of your species?")
@@ -64,16 +67,22 @@ def test_reported_cost_wins_over_an_estimate_and_a_bound_cost_wins_over_both(fix
     data = load(fixture_path, "schema-example-response.json")
     assert not ChatCompletion.model_validate(data).cost.estimated
     bound = Cost(7, Decimal("0.0000035"))
-    assert (
-        ChatCompletion.model_validate(data).bind(requested_model=MODEL, inference_id=None, cost=bound).cost
-        is bound
-    )
+    completion = ChatCompletion.model_validate(data)
+    completion.call = CallInfo(requested_model=MODEL, cost=bound)
+    assert completion.cost is bound
 
 
-def test_without_a_reported_cost_the_cost_is_estimated_from_tokens(fixture_path: Path):
+def test_an_unbound_completion_never_estimates_on_its_own(fixture_path: Path):
     data = load(fixture_path, "qwen3.7-max-response.json")
     del data["meta"]
-    completion = ChatCompletion.model_validate(data).bind(requested_model=MODEL, inference_id=None)
+    assert ChatCompletion.model_validate(data).cost == Cost(0, Decimal(0), True)
+
+
+def test_without_a_reported_cost_the_client_estimates_from_tokens(fixture_path: Path):
+    data = load(fixture_path, "qwen3.7-max-response.json")
+    del data["meta"]
+    with QwenClient("k", base_url="http://127.0.0.1:9/v1") as client:
+        completion = client._finish(ChatCompletion.model_validate(data), httpx.Headers(), MODEL, "rid")
     cost = completion.cost
     assert cost.estimated is True
     # shipped price: 2.60 in / 7.80 out per 1M; reasoning tokens are in completion_tokens
@@ -166,7 +175,9 @@ def test_estimates_use_the_given_price_table():
         {"choices": [{"message": {"content": "x"}}], "usage": {"prompt_tokens": 1000, "completion_tokens": 0}}
     )
     table = PriceTable().with_overrides({MODEL: {"input": "1", "output": "2"}})
-    assert Cost.estimate(MODEL, completion.usage, table).usd_spent == Decimal("0.001")
+    with QwenClient("k", base_url="http://127.0.0.1:9/v1", prices=table) as client:
+        bound = client._finish(completion, httpx.Headers(), MODEL, "rid")
+    assert bound.cost.usd_spent == Decimal("0.001")
 
 
 def test_stream_chunks_parse_leniently():

@@ -9,19 +9,16 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_provider_qwen.client.cost import Cost, PriceTable
 from airflow_provider_qwen.client.errors import BudgetExceededError
+from airflow_provider_qwen.client.pricing import Cost, PriceTable
 from airflow_provider_qwen.client.request import build_request
-from airflow_provider_qwen.operators import cost as cost_module
-from airflow_provider_qwen.operators.base import QwenBaseOperator
+from airflow_provider_qwen.cost import budget as budget_module
+from airflow_provider_qwen.cost.budget import worst_case_usd
+from airflow_provider_qwen.cost.record import CostRecord
+from airflow_provider_qwen.cost.task import TaskCost
+from airflow_provider_qwen.operators.base import QwenBaseOperator, qwen_task_ids
 from airflow_provider_qwen.operators.chat import QwenChatOperator
-from airflow_provider_qwen.operators.cost import (
-    BudgetRefusedError,
-    TaskCost,
-    combine_records,
-    qwen_task_ids,
-    worst_case_usd,
-)
+from airflow_provider_qwen.operators.spend import BudgetRefusedError, task_cost
 from tests.support.cost_fakes import FakeRun, cost_record
 from tests.support.operator_fakes import MODEL, answer, run, with_client
 
@@ -63,17 +60,17 @@ def test_refuses_a_request_the_task_budget_would_not_cover_and_sends_nothing(moc
 
 def test_with_an_output_cap_spend_never_passes_the_budget():
     budget = Decimal("0.01")
-    cost = TaskCost(prices=PRICES, max_cost_usd=budget, model=MODEL)
+    cost = TaskCost(try_number=1, refusal=BudgetRefusedError, prices=PRICES, max_cost_usd=budget, model=MODEL)
     request = _request(200)
     worst = worst_case_usd(request, PRICES)
     sent = 0
     while sent < 10_000:
         try:
-            cost.check(request)
+            cost.budget.check(request)
         except BudgetRefusedError:
             break
         # the dearest answer the request can produce: the whole prompt estimate and output cap
-        cost.add_charge(MODEL, Cost(0, worst, True))
+        cost.ledger.add_charge(MODEL, Cost(0, worst, True))
         sent += 1
         assert cost.spent_usd <= budget
     assert sent == int(budget / worst)
@@ -81,15 +78,17 @@ def test_with_an_output_cap_spend_never_passes_the_budget():
 
 
 def test_without_an_output_cap_the_budget_stops_further_requests_once_reached(mocker):
-    cost = TaskCost(prices=PRICES, max_cost_usd=Decimal("0.0015"), model=MODEL)
+    cost = TaskCost(
+        try_number=1, refusal=BudgetRefusedError, prices=PRICES, max_cost_usd=Decimal("0.0015"), model=MODEL
+    )
     request = _request()  # no max_completion_tokens: only the prompt can be bounded
-    cost.check(request)
-    cost.add(answer(usd=Decimal("0.0012")))
-    cost.check(request)  # 0.0012 + a small prompt still fits
-    cost.add(answer(usd=Decimal("0.0012")))  # the answer's length was not bounded: 0.0024 > budget
+    cost.budget.check(request)
+    cost.ledger.add(answer(usd=Decimal("0.0012")))
+    cost.budget.check(request)  # 0.0012 + a small prompt still fits
+    cost.ledger.add(answer(usd=Decimal("0.0012")))  # the answer's length was not bounded: 0.0024 > budget
     assert cost.spent_usd == Decimal("0.0024")
     with pytest.raises(BudgetRefusedError, match=r"spent 0\.0024 USD"):
-        cost.check(request)
+        cost.budget.check(request)
 
 
 def _two_task_dag(**second_kwargs):
@@ -133,50 +132,62 @@ def test_run_spend_counts_every_map_index_and_earlier_tries_of_other_tasks():
     fake_run.put("mapped", cost_record("0.25"), map_index=0)
     fake_run.put("mapped", cost_record("0.5"), map_index=1)
     retried = [cost_record("0.125", try_number=1), cost_record("0.125", try_number=2)]
-    fake_run.put("single", combine_records(retried, model=MODEL, try_number=2))
+    fake_run.put(
+        "single",
+        CostRecord.combine([CostRecord.from_xcom(r) for r in retried], model=MODEL, try_number=2).to_xcom(),
+    )
     fake_run.put("plain", {"usd_spent": "100"})  # not a Qwen task: not read
     ti = fake_run.ti("mapped", map_index=2)
-    cost = TaskCost(prices=PRICES, dag_run_budget_usd=Decimal(1), context={"ti": ti, "dag": dag})
+    cost = task_cost({"ti": ti}, prices=PRICES, dag_run_budget_usd=Decimal(1), task_ids=qwen_task_ids(dag))
     assert qwen_task_ids(dag) == ["mapped", "single"]
-    assert cost.other_tasks_usd() == Decimal("1.00")
+    assert cost.budget.other_tasks_usd() == Decimal("1.00")
     assert [p["task_ids"] for p in fake_run.pulls] == [["mapped"], ["single"]]
     with pytest.raises(BudgetRefusedError, match=r"spent 1 USD so far"):
-        cost.check(_request())
+        cost.budget.check(_request())
 
 
 def test_run_spend_is_reread_only_after_its_ttl(monkeypatch):
     dag, *_ = _two_task_dag()
     fake_run = FakeRun()
     fake_run.put("first", cost_record("0.1"))
-    cost = TaskCost(
-        prices=PRICES, dag_run_budget_usd=Decimal(1), context={"ti": fake_run.ti("second"), "dag": dag}
+    cost = task_cost(
+        {"ti": fake_run.ti("second")},
+        prices=PRICES,
+        dag_run_budget_usd=Decimal(1),
+        task_ids=qwen_task_ids(dag),
     )
-    cost.check(_request())
-    cost.check(_request())
+    cost.budget.check(_request())
+    cost.budget.check(_request())
     assert len(fake_run.pulls) == 2  # one read of each Qwen task for both checks
     fake_run.put("first", cost_record("0.2"))
-    monkeypatch.setattr(cost_module, "RUN_SPEND_TTL_S", -1.0)
-    assert cost.other_tasks_usd() == Decimal("0.2")
+    monkeypatch.setattr(budget_module, "RUN_SPEND_TTL_S", -1.0)
+    assert cost.budget.other_tasks_usd() == Decimal("0.2")
     assert len(fake_run.pulls) == 4
 
 
 def test_no_budget_means_no_xcom_reads():
     dag, *_ = _two_task_dag()
     fake_run = FakeRun()
-    cost = TaskCost(prices=PRICES, context={"ti": fake_run.ti("second"), "dag": dag})
-    cost.check(_request(100_000))
+    cost = task_cost({"ti": fake_run.ti("second")}, prices=PRICES, task_ids=qwen_task_ids(dag))
+    cost.budget.check(_request(100_000))
     assert fake_run.pulls == []
 
 
 def test_requests_in_flight_hold_their_worst_case_so_together_they_cannot_pass():
     request = _request(200)
     worst = worst_case_usd(request, PRICES)
-    cost = TaskCost(prices=PRICES, max_cost_usd=worst * Decimal("2.5"), model=MODEL)
-    first, second = cost.reserve(request), cost.reserve(request)
-    assert cost.reserved_usd == first + second == worst * 2
+    cost = TaskCost(
+        try_number=1,
+        refusal=BudgetRefusedError,
+        prices=PRICES,
+        max_cost_usd=worst * Decimal("2.5"),
+        model=MODEL,
+    )
+    first, second = cost.budget.reserve(request), cost.budget.reserve(request)
+    assert cost.budget.reserved_usd == first + second == worst * 2
     with pytest.raises(BudgetRefusedError, match="held by requests in flight"):
-        cost.reserve(request)  # each alone fits what was paid (nothing), not what is in flight
-    cost.add_charge(MODEL, Cost(0, worst / 2, True))
-    cost.release(first)
-    assert cost.reserved_usd == worst
-    assert cost.reserve(request) == worst  # paid half of its hold: 0.5 + 1 held + 1 new = 2.5 fits
+        cost.budget.reserve(request)  # each alone fits what was paid (nothing), not what is in flight
+    cost.ledger.add_charge(MODEL, Cost(0, worst / 2, True))
+    cost.budget.release(first)
+    assert cost.budget.reserved_usd == worst
+    assert cost.budget.reserve(request) == worst  # paid half of its hold: 0.5 + 1 held + 1 new = 2.5 fits

@@ -8,17 +8,11 @@ from decimal import Decimal
 
 import pytest
 
-from airflow_provider_qwen.client.cost import (
-    Cost,
-    CostLedger,
-    Price,
-    PriceTable,
-    cost_from_headers,
-    cost_from_meta,
-    credits_from_usd,
-    usd_from_credits,
-)
 from airflow_provider_qwen.client.models import ChatCompletion, MetaUsage, Usage
+from airflow_provider_qwen.client.pricing import Cost, Price, PriceTable, credits_from_usd, usd_from_credits
+from airflow_provider_qwen.cost.ledger import TryLedger
+from airflow_provider_qwen.cost.record import CostTotals
+from tests.support.client_helpers import bind
 
 MODEL = "alibaba/qwen3.7-max"
 
@@ -36,7 +30,7 @@ def usage(prompt: int, completion: int, reasoning: int = 0, cached: int = 0) -> 
 
 
 def test_ten_thousand_small_charges_sum_exactly():
-    ledger = CostLedger()
+    ledger = CostTotals()
     charge = Cost.from_reported(credits=3)  # 0.0000015 USD, not representable as a float
     for _ in range(10_000):
         ledger.add_charge(MODEL, charge, usage(1, 2, reasoning=1))
@@ -58,12 +52,13 @@ def test_ten_thousand_small_charges_sum_exactly():
 
 
 def test_the_ledger_is_exact_under_concurrent_adds():
-    ledger = CostLedger()
+    shared = TryLedger(PriceTable(), MODEL)
+    ledger = shared.total
     charge = Cost(34776, Decimal("0.017388"))
 
     def worker() -> None:
         for _ in range(1_000):
-            ledger.add_charge(MODEL, charge)
+            shared.add_charge(MODEL, charge)
 
     threads = [threading.Thread(target=worker) for _ in range(8)]
     for thread in threads:
@@ -75,7 +70,7 @@ def test_the_ledger_is_exact_under_concurrent_adds():
 
 
 def test_the_ledger_record_is_json_safe_with_an_exact_usd_string():
-    ledger = CostLedger()
+    ledger = CostTotals()
     completion = ChatCompletion.model_validate(
         {
             "choices": [{"message": {"content": "x"}}],
@@ -87,10 +82,12 @@ def test_the_ledger_record_is_json_safe_with_an_exact_usd_string():
             },
             "meta": {"usage": {"credits_used": 34776, "usd_spent": 0.017388}},
         }
-    ).bind(requested_model=MODEL, inference_id="i")
-    assert ledger.add(completion) == Cost(34776, Decimal("0.017388"))
-    ledger.add_charge(MODEL, Cost.estimate(MODEL, None))
-    record = ledger.record(try_number=2)
+    )
+    assert ledger.add(bind(completion, requested_model=MODEL, inference_id="i")) == Cost(
+        34776, Decimal("0.017388")
+    )
+    ledger.add_charge(MODEL, Cost(estimated=True))  # an answer without usage: nothing to estimate from
+    record = ledger.record(try_number=2).to_xcom()
     assert json.loads(json.dumps(record)) == record
     assert record == {
         "model": MODEL,
@@ -107,13 +104,13 @@ def test_the_ledger_record_is_json_safe_with_an_exact_usd_string():
 
 
 def test_ledgers_merge_exactly():
-    first, second = CostLedger(), CostLedger()
+    first, second = CostTotals(), CostTotals()
     first.add_charge(MODEL, Cost(1, Decimal("0.0000005")), usage(1, 1))
     second.add_charge("alibaba/qwen-plus", Cost(3, Decimal("0.0000015")), usage(2, 2))
     first.merge(second)
     assert first.cost == Cost(4, Decimal("0.000002"))
     assert first.requests == 2
-    assert first.record()["model"] == "alibaba/qwen-plus,alibaba/qwen3.7-max"
+    assert first.record().model == "alibaba/qwen-plus,alibaba/qwen3.7-max"
 
 
 def test_credits_only_derive_usd_and_usd_only_derives_credits():
@@ -127,23 +124,22 @@ def test_credits_only_derive_usd_and_usd_only_derives_credits():
 
 
 def test_reported_cost_from_meta_and_headers():
-    assert cost_from_meta(MetaUsage(credits_used=10)) == Cost(10, Decimal("0.000005"))
-    assert cost_from_meta(None) is None
+    assert MetaUsage(credits_used=10).cost == Cost(10, Decimal("0.000005"))
+    assert MetaUsage().cost is None
     headers = {"x-aimlapi-credits-used": "34776", "x-aimlapi-usd-spent": "0.017388"}
-    assert cost_from_headers(headers) == Cost(34776, Decimal("0.017388"))
-    assert cost_from_headers({"x-aimlapi-credits-used": "8"}) == Cost(8, Decimal("0.000004"))
-    assert cost_from_headers({}) is None
-    assert cost_from_headers({"x-aimlapi-credits-used": "lots"}) is None  # unparsable: fall back to estimate
+    assert Cost.from_headers(headers) == Cost(34776, Decimal("0.017388"))
+    assert Cost.from_headers({"x-aimlapi-credits-used": "8"}) == Cost(8, Decimal("0.000004"))
+    assert Cost.from_headers({}) is None
+    assert Cost.from_headers({"x-aimlapi-credits-used": "lots"}) is None  # unparsable: fall back to estimate
 
 
 def test_estimates_are_flagged_and_bill_reasoning_and_cached_tokens_correctly():
     table = PriceTable({MODEL: Price(Decimal("2"), Decimal("8"), Decimal("0.5"))})
-    cost = Cost.estimate(MODEL, usage(1_000_000, 500_000, reasoning=400_000, cached=200_000), table)
+    cost = table.estimate(MODEL, 1_000_000, 500_000, cached_tokens=200_000)  # 400k of the output: reasoning
     # 800k fresh input * 2 + 200k cached * 0.5 + 500k output (reasoning included) * 8, per 1M
     assert cost.usd_spent == Decimal("1.6") + Decimal("0.1") + Decimal("4")
     assert cost.credits_used == 11_400_000
     assert cost.estimated is True
-    assert Cost.estimate(MODEL, None).estimated is True
     assert (Cost(1, Decimal("0.0000005")) + cost).estimated is True
 
 
@@ -169,7 +165,7 @@ def test_price_overrides_replace_one_model_and_keep_the_others():
     assert table.get("my/model") == Price(Decimal(0), Decimal(1))
     assert table.get("alibaba/qwen-plus") == shipped.get("alibaba/qwen-plus")
     assert shipped.get(MODEL) == Price(Decimal("2.60"), Decimal("7.80"), Decimal("0.52"))  # not mutated
-    assert Cost.estimate(MODEL, usage(1_000_000, 0), table).usd_spent == Decimal("3.25")
+    assert table.estimate(MODEL, 1_000_000, 0).usd_spent == Decimal("3.25")
     assert table.as_dict()[MODEL] == {"input": "3.25", "output": "9.75"}
 
 

@@ -6,19 +6,21 @@ from decimal import Decimal
 
 import pytest
 
-from airflow_provider_qwen.client.cost import Cost, PriceTable
-from airflow_provider_qwen.client.errors import InvalidResponseError, ServerError, StreamError
+from airflow_provider_qwen.client.errors import Charge, InvalidResponseError, ServerError, StreamError
 from airflow_provider_qwen.client.models import ChatCompletion
+from airflow_provider_qwen.client.pricing import Cost, PriceTable
+from airflow_provider_qwen.cost.record import CostRecord
+from airflow_provider_qwen.cost.report import RunCost
+from airflow_provider_qwen.cost.task import TaskCost
 from airflow_provider_qwen.operators.base import QwenBaseOperator
 from airflow_provider_qwen.operators.chat import QwenChatOperator
-from airflow_provider_qwen.operators.cost import TaskCost, combine_records
-from airflow_provider_qwen.operators.cost_report import RunCost
+from tests.support.client_helpers import bind
 from tests.support.operator_fakes import MODEL, answer, run, with_client
 
 
 def tokens_only(prompt: int = 1000, completion: int = 500) -> ChatCompletion:
     """What another OpenAI-compatible server answers: usage, but no cost in body or headers."""
-    return ChatCompletion.model_validate(
+    parsed = ChatCompletion.model_validate(
         {
             "id": "c",
             "model": "qwen3.7-max",
@@ -31,15 +33,16 @@ def tokens_only(prompt: int = 1000, completion: int = 500) -> ChatCompletion:
                 "total_tokens": prompt + completion,
             },
         }
-    ).bind(requested_model=MODEL, inference_id=None)
+    )
+    return bind(parsed, requested_model=MODEL)
 
 
 def test_ten_thousand_small_charges_through_a_task_sum_exactly():
-    cost = TaskCost(prices=PriceTable(), model=MODEL)
+    cost = TaskCost(try_number=1, prices=PriceTable(), model=MODEL)
     paid = answer(usd=Decimal("0.0000035"))  # 7 credits: no float can hold it
     for _ in range(10_000):
-        cost.add(paid)
-    record = cost.record(1)
+        cost.ledger.add(paid)
+    record = cost.record().to_xcom()
     assert record["usd_spent"] == "0.035"
     assert record["credits_used"] == 70_000
     assert record["requests"] == 10_000
@@ -50,7 +53,10 @@ def test_ten_thousand_task_records_sum_exactly_in_the_report():
     report = RunCost(dag_id="d", run_id="r")
     for index in range(10_000):
         one = {"model": MODEL, "requests": 1, "credits_used": 3, "usd_spent": "0.0000015", "try_number": 1}
-        report.add_record(f"task_{index % 7}", combine_records([one], model=MODEL, try_number=1))
+        report.add_record(
+            f"task_{index % 7}",
+            CostRecord.combine([CostRecord.from_xcom(one)], model=MODEL, try_number=1).to_xcom(),
+        )
     assert report.total.usd_spent == Decimal("0.015")
     assert report.as_dict()["total"]["usd_spent"] == "0.015"
     assert report.total.credits_used == 30_000
@@ -69,24 +75,22 @@ def test_a_server_that_reports_no_cost_gives_an_estimate_flagged_as_such(mocker)
 
 
 def test_one_estimated_response_marks_the_sum_estimated_but_keeps_it_exact():
-    cost = TaskCost(prices=PriceTable(), model=MODEL)
-    cost.add(answer(usd=Decimal("0.001")))
-    cost.add(tokens_only(prompt=100, completion=0))
-    record = cost.record(1)
+    cost = TaskCost(try_number=1, prices=PriceTable(), model=MODEL)
+    cost.ledger.add(answer(usd=Decimal("0.001")))
+    cost.ledger.add(tokens_only(prompt=100, completion=0))
+    record = cost.record().to_xcom()
     assert Decimal(record["usd_spent"]) == Decimal("0.001") + Decimal("0.00026")
     assert record["estimated"] is True
 
 
 def test_charged_failures_are_counted_and_uncharged_ones_are_not():
-    cost = TaskCost(prices=PriceTable(), model=MODEL)
-    cost.add_from_error(ServerError("bad gateway", status_code=502))  # not charged
-    unparsable = InvalidResponseError("not a chat completion", status_code=200)
-    unparsable.cost = Cost(2000, Decimal("0.001"))  # the headers said it was paid
-    cost.add_from_error(unparsable)
-    cut = StreamError("stream cut")
-    cut.partial = tokens_only(prompt=10, completion=5)
-    cost.add_from_error(cut)
-    record = cost.record(1)
+    cost = TaskCost(try_number=1, prices=PriceTable(), model=MODEL)
+    cost.ledger.add_error(ServerError("bad gateway", status_code=502))  # not charged
+    paid = Charge(reported=Cost(2000, Decimal("0.001")))  # the headers said it was paid
+    cost.ledger.add_error(InvalidResponseError("not a chat completion", status_code=200, charge=paid))
+    cut = StreamError("stream cut", charge=Charge(partial=tokens_only(prompt=10, completion=5)))
+    cost.ledger.add_error(cut)
+    record = cost.record().to_xcom()
     assert record["requests"] == 2
     assert record["prompt_tokens"] == 10
     assert Decimal(record["usd_spent"]) == Decimal("0.001") + Decimal("0.000065")

@@ -14,29 +14,24 @@ import httpx
 import pytest
 import respx
 
-from airflow_provider_qwen.client.client import AsyncQwenClient, QwenClient, retries_after_send
-from airflow_provider_qwen.client.cost import (
-    Cost,
-    CostLedger,
-    PriceTable,
-    credits_from_usd,
-    estimate_prompt_tokens,
-    estimate_text_tokens,
-    request_text,
-    usd_text,
-    worst_case_usd,
-)
+from airflow_provider_qwen.calls import Calls
+from airflow_provider_qwen.client.client import AsyncQwenClient, QwenClient
 from airflow_provider_qwen.client.errors import (
     APIConnectionError,
     APITimeoutError,
+    Charge,
     ServerError,
     StreamError,
 )
 from airflow_provider_qwen.client.models import ChatCompletion
+from airflow_provider_qwen.client.pricing import Cost, PriceTable, credits_from_usd, usd_text
 from airflow_provider_qwen.client.request import build_request
+from airflow_provider_qwen.client.tokens import prompt_tokens, request_text, text_tokens
+from airflow_provider_qwen.cost.budget import worst_case_usd
+from airflow_provider_qwen.cost.record import CostTotals
+from airflow_provider_qwen.cost.task import TaskCost
 from airflow_provider_qwen.operators.base import QwenBaseOperator
 from airflow_provider_qwen.operators.chat import QwenChatOperator
-from airflow_provider_qwen.operators.cost import TaskCost
 from tests.support.client_helpers import (
     BASE_URL,
     CHAT_URL,
@@ -45,6 +40,7 @@ from tests.support.client_helpers import (
     CutStream,
     Recorder,
     Sleeps,
+    bind,
     chunk,
     completion,
     cut_sse,
@@ -155,16 +151,15 @@ def test_retry_after_send_false_stops_at_a_possibly_paid_failure_only(api, qwen)
     assert caught.value.unconfirmed_tries == 1
 
 
-def test_a_retries_after_send_block_sets_the_default_for_calls_inside_it(api, qwen):
-    calls = answers(api, httpx.ReadTimeout, httpx.ReadTimeout, ok(), httpx.ReadTimeout, ok())
-    with retries_after_send(False), pytest.raises(APITimeoutError):
-        qwen.chat("hi")
+def test_calls_under_a_budget_do_not_retry_a_try_that_may_have_been_paid(api, qwen):
+    calls = answers(api, httpx.ReadTimeout, httpx.ReadTimeout, ok())
+    budgeted = Calls(TaskCost(try_number=1, prices=PRICES, model=MODEL, max_cost_usd=Decimal(1)), client=qwen)
+    with pytest.raises(APITimeoutError):
+        budgeted.send(build_request("hi", model=MODEL))
     assert len(calls.requests) == 1
-    assert qwen.chat("hi").unconfirmed_tries == 1  # outside the block: retried as usual
+    free = Calls(TaskCost(try_number=1, prices=PRICES, model=MODEL), client=qwen)
+    assert free.send(build_request("hi", model=MODEL)).unconfirmed_tries == 1  # no budget: retried
     assert len(calls.requests) == 3
-    with retries_after_send(False):  # an explicit argument wins over the block
-        assert qwen.send(build_request("hi", model=MODEL), retry_after_send=True).unconfirmed_tries == 1
-    assert len(calls.requests) == 5
 
 
 def test_a_stream_retried_before_its_first_byte_counts_the_try(api, qwen):
@@ -194,7 +189,7 @@ def test_the_async_client_counts_and_obeys_retry_after_send(api, sleeps):
     assert len(calls.requests) == 3
 
 
-def test_a_retries_after_send_block_holds_only_for_its_own_asyncio_task(api, sleeps):
+def test_concurrent_calls_with_and_without_a_budget_keep_their_own_retry_rule(api, sleeps):
     seen: dict[str, int] = {}
 
     def reply(request: httpx.Request) -> httpx.Response:
@@ -205,21 +200,24 @@ def test_a_retries_after_send_block_holds_only_for_its_own_asyncio_task(api, sle
         return ok()
 
     api.post(CHAT_URL).mock(side_effect=reply)
+    budgeted = Calls(TaskCost(try_number=1, prices=PRICES, model=MODEL, max_cost_usd=Decimal(1)))
+    free = Calls(TaskCost(try_number=1, prices=PRICES, model=MODEL))
 
     async def scenario() -> list[object]:
         async with AsyncQwenClient(KEY, base_url=BASE_URL, retry=sleeps.policy()) as client:
 
             async def guarded() -> object:
-                with retries_after_send(False):
-                    await asyncio.sleep(0)  # let the other task run inside this block
-                    return await client.chat("guarded")
+                await asyncio.sleep(0)  # let the other call start first
+                return await budgeted.asend(build_request("guarded", model=MODEL), client)
 
-            return await asyncio.gather(guarded(), client.chat("free"), return_exceptions=True)
+            return await asyncio.gather(
+                guarded(), free.asend(build_request("free", model=MODEL), client), return_exceptions=True
+            )
 
-    guarded, free = asyncio.run(scenario())
+    guarded, unguarded = asyncio.run(scenario())
     assert isinstance(guarded, APITimeoutError)
-    assert isinstance(free, ChatCompletion)
-    assert free.unconfirmed_tries == 1
+    assert isinstance(unguarded, ChatCompletion)
+    assert unguarded.unconfirmed_tries == 1
     assert seen == {"guarded": 1, "free": 2}
 
 
@@ -228,10 +226,10 @@ def test_a_retries_after_send_block_holds_only_for_its_own_asyncio_task(api, sle
 
 def test_each_unconfirmed_try_is_one_estimated_charge_priced_as_the_answer(api, qwen):
     answers(api, httpx.ReadTimeout, httpx.RemoteProtocolError, ok())
-    cost = TaskCost(prices=PRICES, model=MODEL)
+    cost = TaskCost(try_number=1, prices=PRICES, model=MODEL)
     request = build_request("hi", model=MODEL)
-    cost.add(qwen.send(request), request)
-    record = cost.record(1)
+    cost.ledger.add(qwen.send(request), request)
+    record = cost.record().to_xcom()
     one_try = PRICE.usd(20, 10)  # the same prompt and, as far as we know, the same answer
     assert record["requests"] == 3
     assert Decimal(record["usd_spent"]) == REPORTED + 2 * one_try
@@ -241,22 +239,21 @@ def test_each_unconfirmed_try_is_one_estimated_charge_priced_as_the_answer(api, 
 
 
 def test_a_failed_call_records_its_unconfirmed_tries_at_the_requests_worst_case():
-    cost = TaskCost(prices=PRICES, model=MODEL)
+    cost = TaskCost(try_number=1, prices=PRICES, model=MODEL)
     capped = build_request("Summarise the notes.", model=MODEL, max_completion_tokens=300)
-    error = APITimeoutError("no answer in time")
-    error.unconfirmed_tries = 2
-    cost.add_from_error(error, capped)
-    record = cost.record(1)
+    error = APITimeoutError("no answer in time", charge=Charge(unconfirmed_tries=2))
+    cost.ledger.add_error(error, capped)
+    record = cost.record().to_xcom()
     assert record["requests"] == 2
     assert Decimal(record["usd_spent"]) == 2 * worst_case_usd(capped, PRICES)
     assert record["estimated"] is True
 
-    unbounded = TaskCost(prices=PRICES, model=MODEL)
+    unbounded = TaskCost(try_number=1, prices=PRICES, model=MODEL)
     request = build_request("Summarise the notes.", model=MODEL)
-    error.unconfirmed_tries = 1
-    unbounded.add_from_error(error, request)
-    prompt = estimate_prompt_tokens(request_text(request))
-    assert unbounded.record(1)["prompt_tokens"] == prompt
+    error = APITimeoutError("no answer in time", charge=Charge(unconfirmed_tries=1))
+    unbounded.ledger.add_error(error, request)
+    prompt = prompt_tokens(request_text(request))
+    assert unbounded.record().to_xcom()["prompt_tokens"] == prompt
     assert unbounded.spent_usd == PRICE.usd(prompt, 0)
 
 
@@ -264,18 +261,18 @@ def test_a_stream_cut_after_its_usage_counts_a_retried_try_once(api, qwen):
     usage_chunk = {**USAGE_CHUNK, "meta": {"usage": {"credits_used": 260, "usd_spent": "0.00013"}}}
     answers(api, httpx.ReadTimeout, cut_sse(chunk({"content": "Hi"}, finish="stop"), usage_chunk))
     request = build_request("hi", model=MODEL, stream=True)
-    cost = TaskCost(prices=PRICES, model=MODEL)
-    with pytest.raises(StreamError), cost.spending(request):
-        qwen.send(request)  # send() also puts the count on the error: it must not count twice
-    record = cost.record(1)
+    cost = TaskCost(try_number=1, prices=PRICES, model=MODEL)
+    with pytest.raises(StreamError):
+        Calls(cost, client=qwen).send(request)  # the count is on the error and its partial: once
+    record = cost.record().to_xcom()
     assert record["requests"] == 2
     assert Decimal(record["usd_spent"]) == REPORTED + PRICE.usd(20, 10)
 
 
 def test_an_uncharged_failure_still_adds_nothing():
-    cost = TaskCost(prices=PRICES, model=MODEL)
-    cost.add_from_error(ServerError("bad gateway", status_code=502), build_request("hi", model=MODEL))
-    assert (cost.record(1)["requests"], cost.spent_usd) == (0, 0)
+    cost = TaskCost(try_number=1, prices=PRICES, model=MODEL)
+    cost.ledger.add_error(ServerError("bad gateway", status_code=502), build_request("hi", model=MODEL))
+    assert (cost.record().to_xcom()["requests"], cost.spent_usd) == (0, 0)
 
 
 # -- cut streams ---------------------------------------------------------------------------
@@ -288,21 +285,20 @@ def partial(content: str | None = None, reasoning: str | None = None, calls=()) 
             {"id": f"c{i}", "type": "function", "function": {"name": name, "arguments": args}}
             for i, (name, args) in enumerate(calls)
         ]
-    return ChatCompletion.model_validate({"choices": [{"index": 0, "message": message}]}).bind(
-        requested_model=MODEL, inference_id="inf-cut", cost=Cost(0, Decimal(0), True)
-    )
+    parsed = ChatCompletion.model_validate({"choices": [{"index": 0, "message": message}]})
+    return bind(parsed, requested_model=MODEL, inference_id="inf-cut", cost=Cost(0, Decimal(0), True))
 
 
 def test_a_stream_cut_before_its_usage_is_estimated_from_the_request_and_the_text_so_far():
-    cost = TaskCost(prices=PRICES, model=MODEL)
+    cost = TaskCost(try_number=1, prices=PRICES, model=MODEL)
     request = build_request("Extract the invoice.", model=MODEL)
-    error = StreamError("the stream was cut after 4 chunks")
-    error.partial = partial("Über", "thinking…", calls=[("Invoice", '{"total": 4')])
-    cost.add_from_error(error, request)
-    record = cost.record(1)
-    prompt = estimate_prompt_tokens(request_text(request))
-    reasoning = estimate_text_tokens("thinking…")
-    completion_tokens = estimate_text_tokens('ÜberInvoice{"total": 4') + reasoning
+    cut = partial("Über", "thinking…", calls=[("Invoice", '{"total": 4')])
+    error = StreamError("the stream was cut after 4 chunks", charge=Charge(partial=cut))
+    cost.ledger.add_error(error, request)
+    record = cost.record().to_xcom()
+    prompt = prompt_tokens(request_text(request))
+    reasoning = text_tokens("thinking…")
+    completion_tokens = text_tokens('ÜberInvoice{"total": 4') + reasoning
     assert (record["requests"], record["estimated"]) == (1, True)
     assert (record["prompt_tokens"], record["completion_tokens"]) == (prompt, completion_tokens)
     assert record["reasoning_tokens"] == reasoning
@@ -311,24 +307,23 @@ def test_a_stream_cut_before_its_usage_is_estimated_from_the_request_and_the_tex
 
 
 def test_a_cut_streams_completion_estimate_never_passes_the_output_cap():
-    cost = TaskCost(prices=PRICES, model=MODEL, max_cost_usd=Decimal(1))
+    cost = TaskCost(try_number=1, prices=PRICES, model=MODEL, max_cost_usd=Decimal(1))
     request = build_request("hi", model=MODEL, max_completion_tokens=5)
-    error = StreamError("the stream was cut after 9 chunks")
-    error.partial = partial("a long answer, far more than five tokens at two bytes each", "hmm " * 10)
-    cost.add_from_error(error, request)
-    record = cost.record(1)
+    cut = partial("a long answer, far more than five tokens at two bytes each", "hmm " * 10)
+    error = StreamError("the stream was cut after 9 chunks", charge=Charge(partial=cut))
+    cost.ledger.add_error(error, request)
+    record = cost.record().to_xcom()
     assert (record["completion_tokens"], record["reasoning_tokens"]) == (5, 5)
     assert cost.spent_usd == worst_case_usd(request, PRICES)  # no more than the budget held for it
 
 
 def test_a_stream_cut_before_any_text_still_records_the_prompt():
-    cost = TaskCost(prices=PRICES, model=MODEL)
+    cost = TaskCost(try_number=1, prices=PRICES, model=MODEL)
     request = build_request("hi", model=MODEL)
-    error = StreamError("the stream was cut after 0 chunks")
-    error.partial = partial()
-    cost.add_from_error(error, request)
-    assert cost.spent_usd == PRICE.usd(estimate_prompt_tokens(request_text(request)), 0)
-    assert cost.record(1)["requests"] == 1
+    error = StreamError("the stream was cut after 0 chunks", charge=Charge(partial=partial()))
+    cost.ledger.add_error(error, request)
+    assert cost.spent_usd == PRICE.usd(prompt_tokens(request_text(request)), 0)
+    assert cost.record().to_xcom()["requests"] == 1
 
 
 def test_a_cut_stream_through_the_operator_is_recorded_as_an_estimate(mocker, api, qwen):
@@ -341,8 +336,8 @@ def test_a_cut_stream_through_the_operator_is_recorded_as_an_estimate(mocker, ap
     behind_hook(mocker, qwen)
     op = QwenChatOperator(task_id="chat", prompt="Greet the world.", stream=True)
     record, _ = failed_run(op, StreamError)
-    prompt = estimate_prompt_tokens(request_text(request_for(op)))
-    completion_tokens = estimate_text_tokens("Hello wor") + estimate_text_tokens("Let me see")
+    prompt = prompt_tokens(request_text(request_for(op)))
+    completion_tokens = text_tokens("Hello wor") + text_tokens("Let me see")
     assert (record["requests"], record["estimated"]) == (1, True)
     assert (record["prompt_tokens"], record["completion_tokens"]) == (prompt, completion_tokens)
     assert Decimal(record["usd_spent"]) == PRICE.usd(prompt, completion_tokens)
@@ -358,7 +353,7 @@ def test_an_error_chunk_is_a_failed_generation_and_adds_nothing(mocker, api, qwe
     behind_hook(mocker, qwen)
     for _ in range(2):  # an error chunk, then an SSE error event
         record, error = failed_run(QwenChatOperator(task_id="chat", prompt="hi", stream=True), StreamError)
-        assert error.reported_by_service
+        assert error.charge.reported_by_service
         assert (record["requests"], record["usd_spent"]) == (0, "0")
 
 
@@ -366,7 +361,7 @@ def test_a_cut_is_not_reported_by_the_service(api, qwen):
     answers(api, cut_sse(chunk({"content": "Hal"})))
     with pytest.raises(StreamError) as caught:
         qwen.stream("hi").get_final_completion()
-    assert not caught.value.reported_by_service
+    assert not caught.value.charge.reported_by_service
 
 
 # -- budgets: a call reserved once is paid at most once ------------------------------------
@@ -405,15 +400,15 @@ def test_without_a_budget_the_retry_happens_and_both_tries_are_recorded(mocker, 
     assert Decimal(record["usd_spent"]) == REPORTED + PRICE.usd(20, 10)
 
 
-def test_the_spending_block_restores_retries_after_the_call(api, qwen):
+def test_a_budgeted_call_releases_its_hold_and_leaves_the_client_retrying(api, qwen):
     calls = answers(api, httpx.ReadTimeout, httpx.ReadTimeout, ok())
-    cost = TaskCost(prices=PRICES, model=MODEL, max_cost_usd=Decimal(1))
+    cost = TaskCost(try_number=1, prices=PRICES, model=MODEL, max_cost_usd=Decimal(1))
     request = build_request("hi", model=MODEL)
-    with pytest.raises(APITimeoutError), cost.spending(request):
-        qwen.send(request)
-    assert cost.reserved_usd == 0
-    assert cost.record(1)["requests"] == 1  # the timed-out try, estimated
-    assert qwen.chat("hi").unconfirmed_tries == 1  # outside spending(): retried as usual
+    with pytest.raises(APITimeoutError):
+        Calls(cost, client=qwen).send(request)
+    assert cost.budget.reserved_usd == 0
+    assert cost.record().to_xcom()["requests"] == 1  # the timed-out try, estimated
+    assert qwen.chat("hi").unconfirmed_tries == 1  # the client itself: retried as usual
     assert len(calls.requests) == 3
 
 
@@ -430,7 +425,7 @@ def test_the_spending_block_restores_retries_after_the_call(api, qwen):
     ],
 )
 def test_ledger_records_give_usd_in_plain_decimal_notation(usd, text):
-    ledger = CostLedger()
-    ledger.add_charge(MODEL, Cost(credits_from_usd(usd), usd))
-    assert ledger.record()["usd_spent"] == text == usd_text(usd)
+    totals = CostTotals()
+    totals.add_charge(MODEL, Cost(credits_from_usd(usd), usd))
+    assert totals.record().to_xcom()["usd_spent"] == text == usd_text(usd)
     assert Decimal(text) == usd

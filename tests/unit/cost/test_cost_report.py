@@ -8,9 +8,9 @@ from decimal import Decimal
 from airflow.sdk import DAG
 
 from airflow_provider_qwen.callbacks import make_cost_callback, qwen_cost_callback
+from airflow_provider_qwen.cost.record import CostRecord
 from airflow_provider_qwen.operators import QwenCostReportOperator
 from airflow_provider_qwen.operators.chat import QwenChatOperator
-from airflow_provider_qwen.operators.cost import combine_records
 from tests.support.cost_fakes import FakeRun, cost_record
 from tests.support.operator_fakes import MODEL
 
@@ -26,7 +26,10 @@ def _run_with_costs():
     fake_run.put("extract", cost_record("0.001"), map_index=0)
     fake_run.put("extract", cost_record("0.0005", requests=2), map_index=1)
     tries = [cost_record("0.002", try_number=1, model=CHEAP), cost_record("0.003", try_number=2, model=CHEAP)]
-    fake_run.put("summarise", combine_records(tries, model=CHEAP, try_number=2))
+    fake_run.put(
+        "summarise",
+        CostRecord.combine([CostRecord.from_xcom(t) for t in tries], model=CHEAP, try_number=2).to_xcom(),
+    )
     return dag, report, fake_run
 
 

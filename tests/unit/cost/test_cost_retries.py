@@ -9,9 +9,10 @@ import pytest
 from airflow.sdk import DAG
 
 from airflow_provider_qwen.client.errors import BudgetExceededError, QwenError, ServerError
+from airflow_provider_qwen.cost.journal import CostJournal
+from airflow_provider_qwen.cost.record import CostRecord
 from airflow_provider_qwen.operators.base import QwenBaseOperator
 from airflow_provider_qwen.operators.chat import QwenChatOperator
-from airflow_provider_qwen.operators.cost_journal import CostJournal
 from tests.support.cost_fakes import FakeRun
 from tests.support.operator_fakes import FakeTI, answer, run, with_client
 
@@ -112,10 +113,10 @@ def test_unreadable_journal_entries_are_skipped(tmp_path, caplog):
 
     folder = ObjectStoragePath(f"file://{tmp_path}")
     journal = CostJournal(folder)
-    journal.write({"try_number": 1, "usd_spent": "0.5", "requests": 1})
+    journal.write(CostRecord.from_xcom({"try_number": 1, "usd_spent": "0.5", "requests": 1}))
     (tmp_path / "try-2.json").write_text("{not json")
     (tmp_path / "notes.txt").write_text("ignored")
-    assert [r["try_number"] for r in journal.read()] == [1]
+    assert [r.try_number for r in journal.read()] == [1]
     assert "skipping unreadable Qwen cost journal entry" in caplog.text
 
 

@@ -8,8 +8,9 @@ import pytest
 from airflow.sdk import DAG
 
 from airflow_provider_qwen import metrics
-from airflow_provider_qwen.client.cost import Cost, CostLedger
 from airflow_provider_qwen.client.errors import ServerError
+from airflow_provider_qwen.client.pricing import Cost
+from airflow_provider_qwen.cost.record import CostTotals
 from airflow_provider_qwen.operators.base import QwenBaseOperator
 from airflow_provider_qwen.operators.chat import QwenChatOperator
 from tests.support.operator_fakes import MODEL, answer, run, with_client
@@ -64,7 +65,7 @@ def test_a_try_that_paid_nothing_emits_nothing(mocker, stats):
 
 
 def test_one_set_of_counters_per_model(stats):
-    cheap, dear = CostLedger(), CostLedger()
+    cheap, dear = CostTotals(), CostTotals()
     cheap.add_charge("alibaba/qwen-turbo", Cost(10, Decimal("0.000005")))
     dear.add_charge(MODEL, Cost(2000, Decimal("0.001")))
     dear.add_charge(MODEL, Cost(2000, Decimal("0.001")))
@@ -94,7 +95,7 @@ def test_an_opentelemetry_backend_records_usd_as_a_float_counter(monkeypatch):
 
     reader = InMemoryMetricReader()
     monkeypatch.setattr(stats_module, "_backend", SafeOtelLogger(MeterProvider(metric_readers=[reader])))
-    ledger = CostLedger()
+    ledger = CostTotals()
     for _ in range(3):
         ledger.add_charge(MODEL, Cost(7, Decimal("0.0000035")))
     metrics.emit_cost_metrics({MODEL: ledger}, dag_id="d", task_id="t")

@@ -10,7 +10,7 @@ import pytest
 from airflow.sdk import Connection
 
 from airflow_provider_qwen import DEFAULT_BASE_URL, DEFAULT_MAX_RETRIES, DEFAULT_MODEL, DEFAULT_TIMEOUT
-from airflow_provider_qwen.client.cost import Price
+from airflow_provider_qwen.client.pricing import Price
 from airflow_provider_qwen.hooks.connection import QwenConnectionConfig, resolve_base_url
 from airflow_provider_qwen.hooks.qwen import QwenHook
 
@@ -256,4 +256,4 @@ def test_a_bad_connection_raises_when_used_naming_the_field(mocker: Any):
     conn = Connection(conn_id="c", conn_type="qwen", password=KEY, extra=json.dumps({"max_retries": 99}))
     mocker.patch.object(QwenHook, "get_connection", return_value=conn)
     with pytest.raises(ValueError, match="'max_retries'=99"):
-        QwenHook(qwen_conn_id="c").get_client()
+        QwenHook(qwen_conn_id="c").get_conn()

@@ -17,8 +17,8 @@ from airflow.sdk import Connection
 
 from airflow_provider_qwen import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 from airflow_provider_qwen.client.client import AsyncQwenClient, QwenClient
-from airflow_provider_qwen.client.cost import Cost, Price, PriceTable
 from airflow_provider_qwen.client.errors import AuthenticationError, InvalidRequestError
+from airflow_provider_qwen.client.pricing import Cost, Price, PriceTable
 from airflow_provider_qwen.hooks.qwen import QwenHook
 from airflow_provider_qwen.testing.schema import assert_valid_request
 
@@ -184,9 +184,9 @@ def test_achat_and_astream_use_the_async_client(mocker: Any, service: Any, fixtu
 
 def test_get_client_is_cached_and_configured_from_the_connection(mocker: Any):
     hook = make_hook(mocker, model="alibaba/qwen-max", timeout=12, max_retries=4)
-    client = hook.get_client()
+    client = hook.get_conn()
     assert isinstance(client, QwenClient)
-    assert hook.get_client() is client
+    assert hook.get_conn() is client
     assert hook.get_conn() is client
     assert (client.base_url, client.model, client.max_retries) == (BASE_URL, "alibaba/qwen-max", 4)
     assert client.prices is hook.prices
@@ -194,32 +194,62 @@ def test_get_client_is_cached_and_configured_from_the_connection(mocker: Any):
     assert KEY not in repr(hook)
     assert repr(hook) == "QwenHook(qwen_conn_id='qwen_unit')"
     hook.close()
-    assert hook.get_client() is not client
+    assert hook.get_conn() is not client
 
 
 def test_one_async_client_per_running_event_loop(mocker: Any):
     hook = make_hook(mocker)
 
     async def twice() -> tuple[AsyncQwenClient, AsyncQwenClient]:
-        first, second = hook.get_async_client(), await hook.aget_async_client()
+        first = hook._loop_client()
         await asyncio.sleep(0)
-        return first, second
+        return first, hook._loop_client()
 
     first, second = asyncio.run(twice())
-    assert first is second
+    assert first is second  # achat / astream share it on one loop
     assert isinstance(first, AsyncQwenClient)
     third, _ = asyncio.run(twice())
     assert third is not first  # a new loop gets its own client (connections are bound to a loop)
-    assert hook.get_async_client() is not hook.get_async_client()  # no loop: a fresh client each time
+
+
+def test_an_owned_async_client_is_new_each_time_and_always_closed(mocker: Any):
+    hook = make_hook(mocker)
+    closed: list[AsyncQwenClient] = []
+    real_aclose = AsyncQwenClient.aclose
+
+    async def aclose(self: AsyncQwenClient) -> None:
+        closed.append(self)
+        await real_aclose(self)
+
+    mocker.patch.object(AsyncQwenClient, "aclose", new=aclose)
+
+    used: list[AsyncQwenClient] = []
+
+    async def fail_inside() -> None:
+        async with hook.async_client(max_retries=0) as second:
+            used.append(second)
+            raise RuntimeError("boom")
+
+    async def main() -> tuple[AsyncQwenClient, AsyncQwenClient]:
+        async with hook.async_client() as first:
+            pass
+        with pytest.raises(RuntimeError, match="boom"):
+            await fail_inside()
+        return first, used[0]
+
+    first, second = asyncio.run(main())
+    assert second.max_retries == 0  # overrides are constructor arguments
+    assert first is not second
+    assert closed == [first, second]  # closed on the way out, also when the block failed
 
 
 def test_aclose_closes_the_client_of_the_running_loop(mocker: Any):
     hook = make_hook(mocker)
 
     async def main() -> bool:
-        client = hook.get_async_client()
+        client = hook._loop_client()
         await hook.aclose()
-        return hook.get_async_client() is client
+        return hook._loop_client() is client
 
     assert asyncio.run(main()) is False
 
@@ -232,10 +262,11 @@ def test_the_async_path_reads_the_connection_without_the_sync_call(mocker: Any):
     mocker.patch.object(QwenHook, "aget_connection", new=mocker.AsyncMock(return_value=conn))
     hook = QwenHook(qwen_conn_id="qwen_unit")
 
-    async def main() -> AsyncQwenClient:
-        return await hook.aget_async_client()
+    async def main() -> str:
+        async with hook.async_client() as client:
+            return client.base_url
 
-    assert asyncio.run(main()).base_url == BASE_URL
+    assert asyncio.run(main()) == BASE_URL
     sync_get.assert_not_called()
 
 
@@ -331,7 +362,7 @@ def test_refresh_prices_merges_the_live_table_over_shipped_under_overrides(mocke
         prices={MODEL: {"input": 9, "output": 9}, "my/local-model": {"input": 1, "output": 2}},
     )
     assert hook.prices.get(MODEL) == Price(Decimal(9), Decimal(9))  # the connection override, before refresh
-    client = hook.get_client()
+    client = hook.get_conn()
     route = service.get(MODELS_URL).mock(
         return_value=httpx.Response(
             200,
@@ -375,7 +406,7 @@ def test_setting_prices_reaches_the_async_clients(mocker: Any):
     table = PriceTable().with_overrides({MODEL: {"input": 1, "output": 1}})
 
     async def main() -> AsyncQwenClient:
-        client = hook.get_async_client()
+        client = hook._loop_client()
         hook.prices = table
         return client
 

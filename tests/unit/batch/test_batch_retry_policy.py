@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 import respx
 
-from airflow_provider_qwen.batch.client import LimiterRetryPolicy, connections_for
+from airflow_provider_qwen.batch.retry_policy import LimiterRetryPolicy, connections_for
 from airflow_provider_qwen.operators import QwenBatchOperator
 from tests.support.batch_fakes import BatchTI
 from tests.support.client_helpers import BASE_URL, CHAT_URL, KEY, Recorder, ok, status
@@ -51,13 +51,12 @@ def test_the_operator_builds_its_client_from_the_connection(connection):
     op = QwenBatchOperator(task_id="batch", items=["a"], prompt="{{ item }}", max_concurrency=150)
 
     async def open_and_close():
-        client = await op._open_client()
-        try:
-            return client, pool_connections(client)
-        finally:
-            await client.aclose()
+        async with op.batch_client() as client:
+            return client, pool_connections(client), client._http.is_closed
 
-    client, connections = asyncio.run(open_and_close())
+    client, connections, closed_inside = asyncio.run(open_and_close())
+    assert not closed_inside  # the batch's own client ...
+    assert client._http.is_closed  # ... closed after it
     assert isinstance(client.retry, LimiterRetryPolicy)
     assert client.max_retries == 3  # the connection's setting still governs 5xx and timeouts
     assert client.base_url == BASE_URL

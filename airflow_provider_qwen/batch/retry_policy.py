@@ -1,4 +1,5 @@
-"""The batch's own client: rate limits reach the batch's limiter, and there are connections enough.
+"""The retry policy and pool size of the batch's own client: rate limits reach the batch's limiter,
+and there are connections enough.
 
 The hook's client retries a 429 inside ``send`` (the OpenAI convention), which would hide the rate
 limit from ``AdaptiveLimiter`` while the request holds its slot: the limit would adapt late and the
@@ -10,12 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from airflow_provider_qwen.client.retry import RetryPolicy
-
-if TYPE_CHECKING:
-    pass
 
 DEFAULT_MAX_CONNECTIONS = 100  # AsyncQwenClient's own default
 RATE_LIMITED = 429

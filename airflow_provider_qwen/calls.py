@@ -1,0 +1,125 @@
+"""Calls: every model call of one task try goes through here, sync, async or streamed.
+
+Reserve the worst case against the budgets -> send (a try that may have been paid is not retried
+under a budget) -> record the charge, from the answer or from the error -> run the finish checks
+(refusal, truncation) -> release the reservation. No Airflow import: operators hand in the client
+and the try's ``TaskCost``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_qwen.client.errors import QwenError
+
+if TYPE_CHECKING:
+    from airflow_provider_qwen.client.client import AsyncQwenClient, QwenClient
+    from airflow_provider_qwen.client.models import ChatCompletion, ChatCompletionChunk
+    from airflow_provider_qwen.client.request import ChatRequest
+    from airflow_provider_qwen.cost.task import TaskCost
+
+TRUNCATED = (
+    "the answer was cut at the token limit (finish_reason='length'); raise max_completion_tokens or "
+    "shorten the prompt (a batch: lower max_input_tokens)"
+)
+
+
+class Calls:
+    """The metered calls of one task try.
+
+    :param cost: the try's ledger and budgets.
+    :param client: the sync client, or a function returning it (fetched on the first sync call).
+    :param log: where truncation warnings go.
+    """
+
+    def __init__(
+        self,
+        cost: TaskCost,
+        *,
+        client: QwenClient | Callable[[], QwenClient] | None = None,
+        log: logging.Logger | Any = None,
+    ) -> None:
+        self.cost = cost
+        self._client = client
+        self.log = log or logging.getLogger(__name__)
+
+    @property
+    def client(self) -> QwenClient:
+        client = self._client
+        if client is None:
+            raise RuntimeError("these Calls have no sync client")
+        if callable(client) and not hasattr(client, "send"):
+            self._client = client = client()
+        return client  # type: ignore[return-value]
+
+    @contextmanager
+    def _metered(self, request: ChatRequest) -> Iterator[None]:
+        held = self.cost.budget.reserve(request)
+        try:
+            yield
+        except BaseException as exc:
+            self.cost.ledger.add_error(exc, request)
+            raise
+        finally:
+            self.cost.budget.release(held)
+
+    @property
+    def retry_after_send(self) -> bool:
+        """Under a budget a try that failed after being sent is not retried: it may have been paid,
+        and the worst case held is for one paid try."""
+        return not self.cost.budget.limited
+
+    def send(
+        self, request: ChatRequest, *, fail_on_truncation: bool = False, warn: bool = True
+    ) -> ChatCompletion:
+        """One request on the sync client (a ``stream=True`` one is streamed and assembled)."""
+        with self._metered(request):
+            completion = self.client.send(request, retry_after_send=self.retry_after_send)
+            self.cost.ledger.add(completion, request)
+        return self.check(completion, fail_on_truncation=fail_on_truncation, warn=warn)
+
+    async def asend(
+        self,
+        request: ChatRequest,
+        client: AsyncQwenClient,
+        *,
+        fail_on_truncation: bool = False,
+        warn: bool = True,
+    ) -> ChatCompletion:
+        """One request on an async client; concurrent requests each hold their worst case."""
+        with self._metered(request):
+            completion = await client.send(request, retry_after_send=self.retry_after_send)
+            self.cost.ledger.add(completion, request)
+        return self.check(completion, fail_on_truncation=fail_on_truncation, warn=warn)
+
+    def stream(
+        self,
+        request: ChatRequest,
+        on_chunk: Callable[[ChatCompletionChunk], Any],
+        *,
+        fail_on_truncation: bool = False,
+    ) -> ChatCompletion:
+        """One streamed request on the sync client; ``on_chunk`` sees every chunk as it arrives."""
+        with self._metered(request):
+            stream = self.client.stream(request, retry_after_send=self.retry_after_send)
+            for chunk in stream:
+                on_chunk(chunk)
+            completion = stream.completion
+            self.cost.ledger.add(completion, request)
+        return self.check(completion, fail_on_truncation=fail_on_truncation)
+
+    def check(
+        self, completion: ChatCompletion, *, fail_on_truncation: bool, warn: bool = True
+    ) -> ChatCompletion:
+        """The finish checks: a refusal is an error; truncation a warning, or an error when asked."""
+        if completion.refusal:
+            raise QwenError(f"the model refused: {completion.refusal}", inference_id=completion.inference_id)
+        if completion.finish_reason == "length":
+            if fail_on_truncation:
+                raise QwenError(TRUNCATED, inference_id=completion.inference_id)
+            if warn:
+                self.log.warning(TRUNCATED)
+        return completion
