@@ -70,7 +70,7 @@ def _task_sdk_comms(ti: Any) -> Iterator[None]:
         pid=os.getpid(),
         process=psutil.Process(),
         process_log=structlog.get_logger(logger_name="task").bind(),
-        client=InProcessTestSupervisor._api_client(),  # type: ignore[no-untyped-call]
+        client=InProcessTestSupervisor._api_client(),
     )
     supervisor.comms = InProcessSupervisorComms(supervisor=supervisor)
     with set_supervisor_comms(supervisor.comms):

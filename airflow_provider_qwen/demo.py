@@ -123,7 +123,7 @@ def load_example_dags(dags_folder: Path, only: list[str]) -> list[Any]:
         for task in dag.tasks:  # dag.test() waits out retry delays: keep retries, make them quick
             task.retry_delay = DEMO_RETRY_DELAY
             task.retry_exponential_backoff = False
-    DagBundlesManager().sync_bundles_to_db()  # type: ignore[no-untyped-call]
+    DagBundlesManager().sync_bundles_to_db()
     sync_bag_to_db(bag, "dags-folder", None)
     dags = [dag for dag in bag.dags.values() if EXAMPLE_TAG in (dag.tags or ())]
     if only:

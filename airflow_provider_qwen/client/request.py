@@ -263,9 +263,9 @@ def _describe(error: Mapping[str, Any]) -> str:
     shown = repr(value)
     if len(shown) > 120:
         shown = shown[:117] + "..."
-    allowed = _allowed_range(loc) if kind in _BOUND_ERRORS else None
-    if allowed:
-        return f"{loc}={shown} is out of range; {allowed}"
+    bounds = _allowed_range(loc) if kind in _BOUND_ERRORS else None
+    if bounds:
+        return f"{loc}={shown} is out of range; {bounds}"
     if kind == "string_pattern_mismatch" and loc.endswith("function.name"):
         return f"{loc}={shown}: a tool name is 1-64 characters of letters, digits, '_' and '-'"
     return f"{loc}={shown}: {message}"

@@ -13,7 +13,7 @@ from typing import Any
 try:  # the regex parser behind ``re`` (renamed in 3.11)
     import re._parser as _sre
 except ImportError:  # pragma: no cover - Python 3.10
-    import sre_parse as _sre  # type: ignore[no-redef]
+    import sre_parse as _sre  # type: ignore[no-redef,unused-ignore]
 
 
 _CATEGORY_CHARS = {"CATEGORY_DIGIT": "7", "CATEGORY_WORD": "a", "CATEGORY_SPACE": " "}

@@ -303,18 +303,16 @@ class SchemaValues:
         return int(_multiple_in(value, step, first, last)) if step else value
 
     def number(self, schema: Mapping[str, Any], path: str, depth: int, refs: tuple[str, ...]) -> float | int:
-        low, high, low_open, high_open = self.bounds(schema)
-        if low is None and high is None:
-            low, high = 0.0, 10.0
-        elif low is None:
-            low = high - 10.0
-        elif high is None:
-            high = low + 10.0
+        lowest, highest, low_open, high_open = self.bounds(schema)
+        if lowest is None and highest is None:
+            lowest, highest = 0.0, 10.0
+        low = lowest if lowest is not None else highest - 10.0  # type: ignore[operator]
+        high = highest if highest is not None else low + 10.0
         step = schema.get("multipleOf")
         fraction = (_digest(self.text, path) % 89 + 5) / 100  # 0.05 .. 0.93: inside open bounds
         value = low + (high - low) * fraction
         if step:
-            return _multiple_in(value, step, low, high, (low_open, high_open))
+            return float(_multiple_in(value, step, low, high, (low_open, high_open)))
         if high == low:
             return low
         rounded = round(value, 2)
