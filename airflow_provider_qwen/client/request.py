@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from airflow_provider_qwen import DEFAULT_MODEL
 from airflow_provider_qwen.client.errors import InvalidRequestError
+from airflow_provider_qwen.client.profiles import GENERIC, KNOWN_FIELDS, profile_for
 
 TOOL_NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
 MAX_TOOLS = 128
@@ -206,7 +207,28 @@ class ChatRequest(_Strict):
         for key in self.extra_body or {}:
             if key in type(self).model_fields:
                 raise ValueError(f"extra_body key {key!r} is a regular parameter: pass it directly")
+        self._check_profile()
         return self
+
+    def _check_profile(self) -> None:
+        """Refuse a field the model's published schema does not have (the gateway would drop it)."""
+        profile = profile_for(self.model)
+        for name in type(self).model_fields.keys() - {"model", "messages", "extra_body"}:
+            value = getattr(self, name)
+            if value is not None and not profile.accepts(name):
+                hint = ""
+                if profile.structured_output == "response_format" and name in ("tools", "tool_choice"):
+                    hint = " (it gives structured output through response_format: pass it in extra_body)"
+                accepted = ", ".join(sorted(profile.fields))
+                raise ValueError(
+                    f"{name}={value!r} is not accepted by {self.model}{hint}; it accepts: {accepted}"
+                )
+        for key, value in (self.extra_body or {}).items():
+            if profile is not GENERIC and key in KNOWN_FIELDS and not profile.accepts(key):
+                hint = ""
+                if key == "response_format" and profile.structured_output == "tool_call":
+                    hint = " (it has no JSON mode: structured output comes from a forced tool call)"
+                raise ValueError(f"extra_body {key}={value!r} is not accepted by {self.model}{hint}")
 
     def to_body(self) -> dict[str, Any]:
         """The JSON body to send: set fields only, ``extra_body`` merged on top."""

@@ -1,4 +1,6 @@
-"""When to try a request again, and how long to wait: the OpenAI client's convention (PROTOCOL.md).
+"""When to try a request again, and how long to wait: the OpenAI client's convention.
+
+See docs/protocol.md, "Retries".
 
 Retried: connection errors, timeouts, 408, 409, 429 and every 5xx; never anything else (400, 401,
 403, 404, 422 ...). ``x-should-retry: true|false`` overrides the status rule. A delay the server

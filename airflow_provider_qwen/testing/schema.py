@@ -1,8 +1,9 @@
 """Validation against the published OpenAPI schema of the chat-completions endpoint (qwen3.7-max).
 
-``request_errors(body)`` checks a request body against the shipped schema plus the bounds
-PROTOCOL.md documents that the schema leaves out (at most 4 stop sequences, 128 tools, tool name
-pattern, ``top_logprobs`` only with ``logprobs``, ``reasoning.effort`` xor ``reasoning.max_tokens``).
+``request_errors(body)`` checks a request body against the shipped schema plus the bounds that
+docs/protocol.md ("Request body") documents and the schema leaves out (at most 4 stop sequences,
+128 tools, tool name pattern, ``top_logprobs`` only with ``logprobs``, ``reasoning.effort`` xor
+``reasoning.max_tokens``).
 For ``alibaba/qwen3.7-max`` an unknown top-level field is an error: the gateway would drop it
 silently, so a test is the only place to catch it. Other ``alibaba/qwen*`` ids accept extra fields
 (``response_format`` and other vendor fields) and any model string.
@@ -10,7 +11,8 @@ silently, so a test is the only place to catch it. Other ``alibaba/qwen*`` ids a
 ``response_errors`` / ``chunk_errors`` check answers against the response schemas of the same file
 (the conformance tests use them). The stream schema is stricter than any real stream (every delta
 would need ``role`` and ``content``, every chunk a non-null ``finish_reason``, every tool-call
-fragment its id and name), so ``chunk_errors`` relaxes exactly those, as PROTOCOL.md describes.
+fragment its id and name), so ``chunk_errors`` relaxes exactly those, as docs/protocol.md
+("Streaming") describes.
 """
 
 from __future__ import annotations
@@ -169,7 +171,7 @@ def request_errors(body: Any, *, allow_unknown: bool = False) -> list[str]:
 
 
 def _documented_rules(body: Mapping[str, Any]) -> list[str]:
-    """Bounds PROTOCOL.md documents that the OpenAPI schema does not encode."""
+    """Bounds docs/protocol.md ("Request body") documents that the OpenAPI schema does not encode."""
     problems: list[str] = []
     messages = body.get("messages")
     if isinstance(messages, list) and not messages:

@@ -1,4 +1,4 @@
-"""An answer as the service streams it (PROTOCOL.md, "Streaming (SSE)").
+"""An answer as the service streams it (docs/protocol.md, "Streaming").
 
 Order: a role chunk; ``reasoning_content`` deltas; ``content`` deltas; tool-call fragments (the
 first of each call carries ``id``, ``type`` and ``name`` with empty arguments, the next ones only

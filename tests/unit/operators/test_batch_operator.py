@@ -190,7 +190,8 @@ def test_rate_limits_lower_concurrency_and_the_batch_still_finishes(mocker):
 
 
 def test_a_retry_after_over_120_s_fails_the_item_and_stops_the_batch(mocker):
-    """PROTOCOL.md: a longer server delay stops retrying; a limit of minutes means the account is spent."""
+    """A longer server delay stops retrying (docs/protocol.md, "Retries"); a limit of minutes means
+    the account is spent."""
     client = with_async_client(
         mocker, lambda r: RateLimitError("quota spent", status_code=429, retry_after=300)
     )
