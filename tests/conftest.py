@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 import pytest
+import respx
 
 FIXTURES = Path(__file__).parent / "fixtures"
 _real_connect = socket.socket.connect
@@ -43,3 +44,10 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def fixture_path() -> Path:
     return FIXTURES
+
+
+@pytest.fixture
+def api():
+    """The one respx router of the unit tests: httpx-level mocks, sync and async clients alike."""
+    with respx.mock(using="httpx", assert_all_called=False) as router:
+        yield router

@@ -102,8 +102,7 @@ class _Spend:
         whole = CostTotals()
         whole.merge(self.paid)
         whole.merge(self.reused)
-        fields = whole.fields()
-        return {name: fields[name] for name in ("requests", "credits_used", "usd_spent", "estimated")}
+        return whole.charge_fields()
 
 
 def describe_error(exc: BaseException) -> str:

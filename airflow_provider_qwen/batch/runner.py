@@ -30,7 +30,6 @@ from airflow_provider_qwen.client.errors import (
     QwenError,
     RateLimitError,
 )
-from airflow_provider_qwen.client.pricing import usd_text
 from airflow_provider_qwen.client.retry import MAX_SERVER_DELAY
 from airflow_provider_qwen.cost.record import CostTotals
 
@@ -110,12 +109,7 @@ class BatchReport:
             "truncated": self.truncated,
             "errors": self.errors,
             "errors_not_listed": self.failed + self.unstarted - listed,
-            "reused": {
-                "requests": self.reused.requests,
-                "credits_used": self.reused.credits_used,
-                "usd_spent": usd_text(self.reused.usd_spent),
-                "estimated": self.reused.estimated,
-            },
+            "reused": self.reused.charge_fields(),
             "stopped": self.stopped,
             **self.extra,
         }

@@ -40,7 +40,7 @@ def emit_cost_metrics(stats: Any, by_model: Mapping[str, CostTotals], *, dag_id:
             stats.incr(REQUESTS, count=totals.requests, tags=tags)
             stats.incr(PROMPT_TOKENS, count=totals.prompt_tokens, tags=tags)
             stats.incr(COMPLETION_TOKENS, count=totals.completion_tokens, tags=tags)
-            stats.incr(COST_CREDITS, count=totals.credits_used, tags=tags)
+            stats.incr(COST_CREDITS, count=totals.cost.credits_used, tags=tags)
             stats.incr(COST_USD, count=float(totals.usd_spent), tags=tags)
     except Exception:
         log.warning("could not emit Qwen cost metrics", exc_info=True)

@@ -48,14 +48,6 @@ class CostTotals:
     def usd_spent(self) -> Decimal:
         return self.cost.usd_spent
 
-    @property
-    def credits_used(self) -> int:
-        return self.cost.credits_used
-
-    @property
-    def estimated(self) -> bool:
-        return self.cost.estimated
-
     def add(self, completion: ChatCompletion) -> Cost:
         """One paid response; returns its cost."""
         return self.add_charge(completion.model, completion.cost, completion.usage)
@@ -102,6 +94,11 @@ class CostTotals:
             "usd_spent": usd_text(self.cost.usd_spent),
             "estimated": self.cost.estimated,
         }
+
+    def charge_fields(self) -> dict[str, Any]:
+        """What some work cost: requests, credits, USD, estimated (checkpoint and reuse records)."""
+        fields = self.fields()
+        return {name: fields[name] for name in ("requests", "credits_used", "usd_spent", "estimated")}
 
     def as_dict(self) -> dict[str, Any]:
         """``fields()`` plus how many tries and task instances they came from."""

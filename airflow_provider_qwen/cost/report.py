@@ -56,9 +56,9 @@ class RunCost:
         rows: list[tuple[str, ...]] = []
 
         def row(name: str, totals: CostTotals) -> tuple[str, ...]:
-            usd = f"{usd_text(totals.usd_spent)}{' (est.)' if totals.estimated else ''}"
+            usd = f"{usd_text(totals.usd_spent)}{' (est.)' if totals.cost.estimated else ''}"
             numbers = (totals.tries, totals.requests, totals.prompt_tokens, totals.completion_tokens)
-            return (name, *(f"{n:,}" for n in numbers), f"{totals.credits_used:,}", usd)
+            return (name, *(f"{n:,}" for n in numbers), f"{totals.cost.credits_used:,}", usd)
 
         rows += [row(f"task {task}", totals) for task, totals in sorted(self.by_task.items())]
         rows += [row(f"model {model}", totals) for model, totals in sorted(self.by_model.items())]

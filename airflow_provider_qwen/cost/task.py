@@ -71,11 +71,6 @@ class TaskCost:
         """Spent by this try."""
         return self.ledger.spent_usd
 
-    @property
-    def task_spent_usd(self) -> Decimal:
-        """Spent by this task instance over all its tries."""
-        return self.budget.task_spent_usd
-
     def try_record(self) -> CostRecord:
         """This try alone, stamped with its try number."""
         return self.ledger.total.record(model=self.model, try_number=self.try_number)

@@ -237,7 +237,7 @@ class QwenBaseOperator(BaseOperator):
             this_try.requests,
             this_try.total_tokens,
             usd_text(this_try.usd_spent),
-            " (estimated)" if this_try.estimated else "",
+            " (estimated)" if this_try.cost.estimated else "",
         )
         tries = record.each_try()
         if len(tries) > 1:

@@ -92,10 +92,8 @@ class QwenBatchOperator(QwenBaseOperator):
         "dag_run_budget_usd",
     )
     template_fields_renderers = {
+        **{k: v for k, v in QwenBaseOperator.template_fields_renderers.items() if k != "prompt"},
         "items": "json",
-        "system_prompt": "md",
-        "messages": "json",
-        "generation_params": "json",
     }
 
     def __init__(

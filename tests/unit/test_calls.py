@@ -82,7 +82,7 @@ def test_a_failed_call_records_its_charge_and_releases_its_hold():
     with pytest.raises(APITimeoutError):
         calls.send(_request())
     record = calls.cost.try_record().totals
-    assert (record.requests, record.estimated) == (1, True)
+    assert (record.requests, record.cost.estimated) == (1, True)
     assert calls.cost.budget.reserved_usd == 0
 
 

@@ -7,7 +7,6 @@ from decimal import Decimal
 
 import httpx
 import pytest
-import respx
 
 from airflow_provider_qwen.client.client import QwenClient
 from airflow_provider_qwen.client.errors import (
@@ -36,12 +35,6 @@ from tests.support.client_helpers import (
     ok,
     status,
 )
-
-
-@pytest.fixture
-def api():
-    with respx.mock(using="httpx", assert_all_called=False) as router:
-        yield router
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from decimal import Decimal
 
 import httpx
 import pytest
-import respx
 
 from airflow_provider_qwen.client.client import AsyncQwenClient
 from airflow_provider_qwen.client.errors import (
@@ -48,12 +47,6 @@ META = {"usage": {"credits_used": 150, "usd_spent": 0.000075}}
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture
-def api():
-    with respx.mock(using="httpx", assert_all_called=False) as router:
-        yield router
 
 
 @pytest.fixture

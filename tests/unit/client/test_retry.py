@@ -8,7 +8,6 @@ from email.utils import format_datetime
 
 import httpx
 import pytest
-import respx
 
 from airflow_provider_qwen.client.client import QwenClient
 from airflow_provider_qwen.client.errors import (
@@ -44,12 +43,6 @@ from tests.support.client_helpers import (
 )
 
 NOW = 1_800_000_000.0
-
-
-@pytest.fixture
-def api():
-    with respx.mock(using="httpx", assert_all_called=False) as router:
-        yield router
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from decimal import Decimal
 
 import httpx
 import pytest
-import respx
 
 from airflow_provider_qwen.client.assembly import StreamAssembler
 from airflow_provider_qwen.client.client import QwenClient
@@ -44,12 +43,6 @@ USAGE = {
 }
 META = {"usage": {"credits_used": 150, "usd_spent": 0.000075}}
 USAGE_CHUNK = {"id": "chatcmpl-s", "choices": [], "usage": USAGE, "meta": META}
-
-
-@pytest.fixture
-def api():
-    with respx.mock(using="httpx", assert_all_called=False) as router:
-        yield router
 
 
 @pytest.fixture

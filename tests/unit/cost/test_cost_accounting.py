@@ -59,8 +59,8 @@ def test_ten_thousand_task_records_sum_exactly_in_the_report():
         )
     assert report.total.usd_spent == Decimal("0.015")
     assert report.as_dict()["total"]["usd_spent"] == "0.015"
-    assert report.total.credits_used == 30_000
-    assert sum(t.credits_used for t in report.by_task.values()) == 30_000
+    assert report.total.cost.credits_used == 30_000
+    assert sum(t.cost.credits_used for t in report.by_task.values()) == 30_000
 
 
 def test_a_server_that_reports_no_cost_gives_an_estimate_flagged_as_such(mocker):

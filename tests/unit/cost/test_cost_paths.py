@@ -12,7 +12,6 @@ from decimal import Decimal
 
 import httpx
 import pytest
-import respx
 
 from airflow_provider_qwen.calls import Calls
 from airflow_provider_qwen.client.client import AsyncQwenClient, QwenClient
@@ -54,12 +53,6 @@ PRICE = PRICES.get(MODEL)
 REPORTED = Decimal("0.00013")  # what client_helpers.completion() reports: 260 credits
 USAGE = {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30}
 USAGE_CHUNK = {"id": "chatcmpl-s", "choices": [], "usage": USAGE}
-
-
-@pytest.fixture
-def api():
-    with respx.mock(using="httpx", assert_all_called=False) as router:
-        yield router
 
 
 @pytest.fixture
