@@ -76,13 +76,35 @@ class Prices:
     """
 
     def __init__(self, prices: Mapping[str, Any] | Any = None) -> None:
-        rates: dict[str, Any] = dict(LISTED)
+        rates: dict[str, Any] = {model: Rate(*map(Decimal, listed)) for model, listed in LISTED.items()}
         if prices is not None and not isinstance(prices, Mapping):
             rates, prices = dict(prices.as_dict()), None
         rates.update(prices or {})
-        self._rates = {
-            model: Rate(*(Decimal(v) for v in value)) if model in LISTED and value is LISTED[model] else Rate.parse(model, value)
-            for model, value in rates.items()
-        }
+        self._rates = {model: Rate.parse(model, value) for model, value in rates.items()}
         if not self._rates:
             raise ValueError("an empty price table: the emulator needs at least one model's price")
+
+    def get(self, model: str) -> Rate | None:
+        """The model's rate by id, id without vendor prefix, or ``alibaba/`` + id."""
+        for candidate in (model, model.split("/", 1)[-1], f"alibaba/{model}"):
+            if candidate in self._rates:
+                return self._rates[candidate]
+        return None
+
+    def rate_for(self, model: str) -> Rate:
+        """The model's rate; an unlisted model is billed at the dearest listed one."""
+        return self.get(model) or max(self._rates.values(), key=lambda r: (r.output, r.input))
+
+    def as_dict(self) -> dict[str, dict[str, str]]:
+        """Model -> {"input", "output"[, "cached_input"]}, as text: what ``GET /models`` lists."""
+        listed = {}
+        for model, rate in sorted(self._rates.items()):
+            cached = {"cached_input": str(rate.cached_input)} if rate.cached_input is not None else {}
+            listed[model] = {"input": str(rate.input), "output": str(rate.output), **cached}
+        return listed
+
+    def bill(self, model: str, prompt_tokens: int, completion_tokens: int) -> tuple[int, Decimal]:
+        """(credits, usd) of one answer: whole credits rounded up, usd = credits / 2,000,000."""
+        rate = self.rate_for(model)
+        credits = credits_for((prompt_tokens * rate.input + completion_tokens * rate.output) / PER_MILLION)
+        return credits, usd_for(credits)

@@ -50,7 +50,8 @@ class QwenEmulator:
     """The emulator as a context manager: a uvicorn server in a daemon thread on ``host:port``.
 
     ``port=0`` picks a free port. ``prices`` (model -> {"input", "output"} USD per 1M tokens)
-    override the shipped table. ``max_concurrency`` answers 429 above N requests in flight.
+    override the emulator's own table; an object with ``as_dict()`` returning that mapping (a client
+    ``PriceTable``) replaces it. ``max_concurrency`` answers 429 above N requests in flight.
     ``balance_usd`` is what ``/v2/billing`` starts from; charges lower it and at zero chat
     completions answer 403. ``strict=False`` drops unknown fields (the gateway's behaviour)
     instead of answering 400, which is the default so tests catch them.
@@ -196,7 +197,7 @@ class QwenEmulator:
     # -- settings, faults, log --------------------------------------------------------------------
     @property
     def prices(self) -> Prices:
-        """The price table answers are billed with (the shipped one, with ``prices`` on top)."""
+        """The price table answers are billed with (see ``billing.Prices``)."""
         return self._state.prices
 
     @property
