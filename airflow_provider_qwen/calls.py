@@ -103,10 +103,19 @@ class Calls:
         fail_on_truncation: bool = False,
     ) -> ChatCompletion:
         """One streamed request on the sync client; ``on_chunk`` sees every chunk as it arrives."""
-        with self._metered(request):
-            stream = self.client.stream(request, retry_after_send=self.retry_after_send)
-            for chunk in stream:
-                on_chunk(chunk)
+        with (
+            self._metered(request),
+            self.client.stream(request, retry_after_send=self.retry_after_send) as stream,
+        ):
+            try:
+                for chunk in stream:
+                    on_chunk(chunk)
+            except QwenError:
+                raise  # its Charge says what it cost (_metered records it)
+            except BaseException:
+                # stopped from our side (a callback, a kill) mid-generation: the service bills it
+                self.cost.ledger.add_cut_stream(stream.partial(), request)
+                raise
             completion = stream.completion
             self.cost.ledger.add(completion, request)
         return self.check(completion, fail_on_truncation=fail_on_truncation)

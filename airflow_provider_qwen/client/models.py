@@ -102,8 +102,12 @@ class MetaUsage(_Lenient):
 
     @property
     def cost(self) -> Cost | None:
-        """The reported cost, or None when the service reported neither figure."""
-        return Cost.from_reported(self.credits_used, self.usd_spent)
+        """The reported cost; None when the service reported neither figure or an impossible one
+        (negative, not finite): then the cost is estimated instead."""
+        try:
+            return Cost.from_reported(self.credits_used, self.usd_spent)
+        except (ValueError, ArithmeticError):
+            return None
 
 
 class Meta(_Lenient):

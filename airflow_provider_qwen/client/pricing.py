@@ -112,6 +112,8 @@ class Cost:
         )
         if usd_value is None:
             usd_value = usd_from_credits(credits_value)
+        if not usd_value.is_finite() or usd_value < 0 or credits_value < 0:
+            raise ValueError(f"a reported cost must be finite and >= 0, got credits={credits!r} usd={usd!r}")
         return cls(credits_value, usd_value, False)
 
     @classmethod

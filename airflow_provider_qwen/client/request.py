@@ -213,15 +213,19 @@ class ChatRequest(_Strict):
     def _check_profile(self) -> None:
         """Refuse a field the model's published schema does not have (the gateway would drop it)."""
         profile = profile_for(self.model)
-        for name in type(self).model_fields.keys() - {"model", "messages", "extra_body"}:
+        for name in sorted(type(self).model_fields.keys() - {"model", "messages", "extra_body"}):
             value = getattr(self, name)
             if value is not None and not profile.accepts(name):
                 hint = ""
-                if profile.structured_output == "response_format" and name in ("tools", "tool_choice"):
-                    hint = " (it gives structured output through response_format: pass it in extra_body)"
+                if name in ("tools", "tool_choice", "parallel_tool_calls"):
+                    hint = (
+                        " (it has no tool calling: choose a model that has, or structure output with "
+                        "extra_body={'response_format': ...})"
+                    )
                 accepted = ", ".join(sorted(profile.fields))
+                shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
                 raise ValueError(
-                    f"{name}={value!r} is not accepted by {self.model}{hint}; it accepts: {accepted}"
+                    f"{name}={shown} is not accepted by {self.model}{hint}; it accepts: {accepted}"
                 )
         for key, value in (self.extra_body or {}).items():
             if profile is not GENERIC and key in KNOWN_FIELDS and not profile.accepts(key):

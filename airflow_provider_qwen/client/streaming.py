@@ -26,6 +26,7 @@ from airflow_provider_qwen.client.errors import (
     error_message_from_body,
 )
 from airflow_provider_qwen.client.models import ChatCompletion, ChatCompletionChunk
+from airflow_provider_qwen.client.pricing import Cost
 
 DONE = "[DONE]"
 
@@ -80,6 +81,11 @@ class _StreamState:
             charge=charge,
         )
 
+    def headers_charge(self) -> Charge:
+        """A 2xx answer we cannot read was still paid: what its cost headers reported."""
+        headers = self.response.headers if self.response is not None else httpx.Headers()
+        return Charge(reported=Cost.from_headers(headers), unconfirmed_tries=self._unconfirmed_tries())
+
     def body_kind(self, response: httpx.Response) -> str:
         """``"sse"``, or ``"json"`` (a server that ignored ``stream``); anything else is refused."""
         content_type = response.headers.get("content-type", "")
@@ -88,10 +94,13 @@ class _StreamState:
         if "json" in content_type:
             return "json"
         raise InvalidResponseError(
-            f"a stream request was answered with content-type {content_type!r}, not text/event-stream",
+            self._redact(
+                f"a stream request was answered with content-type {content_type!r}, not text/event-stream"
+            ),
             status_code=response.status_code,
             inference_id=self.inference_id,
             client_request_id=self.client_request_id,
+            charge=self.headers_charge(),
         )
 
     def whole_answer(self, content: bytes) -> ChatCompletionChunk:
@@ -109,6 +118,7 @@ class _StreamState:
                 status_code=200,
                 inference_id=self.inference_id,
                 client_request_id=self.client_request_id,
+                charge=self.headers_charge(),
             )
         chunk = chunk_from_completion(completion)
         self.assembler.add(chunk)

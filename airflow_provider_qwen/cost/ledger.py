@@ -97,7 +97,7 @@ class TryLedger:
         partial = charge.partial
         if partial is None:
             if charge.reported is not None:
-                self.add_charge(self.model or model, charge.reported)
+                self.add_charge(model, charge.reported)
             self.add_unconfirmed(charge.unconfirmed_tries, model, request)
             return
         model = partial.model or model

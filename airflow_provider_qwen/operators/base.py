@@ -188,9 +188,15 @@ class QwenBaseOperator(BaseOperator):
     def request_builder(self, model: str | None = None) -> RequestBuilder:
         """The operator's parameters and the subclass's extras, for ``model`` (default: the task's)."""
         from airflow_provider_qwen.client.builder import RequestBuilder
+        from airflow_provider_qwen.client.profiles import profile_for
 
+        chosen = model or self.model or self.hook.default_model
         params = {**self.generation_params, **self.extra_request_params()}
-        return RequestBuilder(model or self.model or self.hook.default_model, params)
+        if "normalize_tool_schemas" not in self.generation_params and not profile_for(chosen).accepts(
+            "normalize_tool_schemas"
+        ):
+            params.pop("normalize_tool_schemas", None)  # our own addition, for a gateway feature it lacks
+        return RequestBuilder(chosen, params)
 
     def build_request(
         self, messages: Sequence[Mapping[str, Any]], *, model: str | None = None, **overrides: Any
@@ -213,7 +219,7 @@ class QwenBaseOperator(BaseOperator):
             model=self.model or self.hook.default_model,
             task_ids=qwen_task_ids(context.get("dag")),
         )
-        calls = Calls(cost, client=self.hook.get_conn, log=self.log)
+        calls = Calls(cost, client=lambda: self.hook.get_conn(), log=self.log)  # fetched on first use
         try:
             return self.run(context, calls)
         finally:

@@ -67,6 +67,15 @@ class FakeStream:
     def __iter__(self) -> Iterator[ChatCompletionChunk]:
         return iter(self.chunks)
 
+    def __enter__(self) -> FakeStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.closed = True
+
+    def partial(self) -> ChatCompletion:
+        return self.completion
+
 
 class FakeClient:
     """Answers each request with the next scripted reply (a completion, or an exception to raise)."""

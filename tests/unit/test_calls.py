@@ -97,3 +97,20 @@ def test_the_finish_checks_refuse_refusals_and_truncation_when_asked(caplog):
     with pytest.raises(QwenError, match="cut at the token limit"):
         calls.send(_request(), fail_on_truncation=True)
     assert calls.cost.try_record().totals.requests == 3  # every paid answer counted, refused ones too
+
+
+def test_a_stream_stopped_from_our_side_is_closed_and_recorded_as_a_cut():
+    client = FakeClient(answer("a long answer"))
+    streams: list[object] = []
+    real_stream = client.stream
+    client.stream = lambda request, **kw: streams.append(real_stream(request, **kw)) or streams[-1]  # type: ignore[method-assign]
+    calls = _calls(client)
+
+    def stop(chunk: object) -> None:
+        raise KeyboardInterrupt  # a kill, a timeout, a failing callback
+
+    with pytest.raises(KeyboardInterrupt):
+        calls.stream(_request(), stop)
+    assert streams[0].closed  # type: ignore[attr-defined]
+    record = calls.cost.try_record().totals
+    assert (record.requests, record.cost.estimated) == (1, True)  # the generation the service bills

@@ -83,3 +83,32 @@ def test_an_error_carries_its_charge_from_construction():
     cut = StreamError("cut", charge=Charge(partial=_completion()))
     assert cut.partial is cut.charge.partial
     assert APITimeoutError("x").charge == Charge()
+
+
+@pytest.mark.parametrize(
+    "meta", [{"usd_spent": "-5"}, {"usd_spent": "0.001", "credits_used": -3}, {"credits_used": -3}]
+)
+def test_an_impossible_reported_cost_is_not_taken(meta: dict):
+    completion = ChatCompletion.model_validate(
+        {"choices": [{"message": {"content": "x"}}], "meta": {"usage": meta}}
+    )
+    assert completion.reported_cost is None  # the client then estimates, flagged
+    assert Cost.from_headers({"x-aimlapi-usd-spent": "-5"}) is None
+
+
+def test_a_stream_answered_with_something_else_keeps_what_its_headers_say_was_paid(api):
+    import httpx
+
+    from airflow_provider_qwen.client.client import QwenClient
+    from airflow_provider_qwen.client.errors import InvalidResponseError
+
+    paid = {"x-aimlapi-credits-used": "1000", "x-aimlapi-usd-spent": "0.0005"}
+    api.post("http://127.0.0.1:9/v1/chat/completions").mock(
+        return_value=httpx.Response(200, headers={"content-type": "text/plain", **paid}, content=b"oops")
+    )
+    with (
+        QwenClient("sk-x", base_url="http://127.0.0.1:9/v1") as client,
+        pytest.raises(InvalidResponseError) as caught,
+    ):
+        client.stream("hi").get_final_completion()
+    assert caught.value.charge.reported == Cost(1000, Decimal("0.0005"))

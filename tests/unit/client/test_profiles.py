@@ -54,7 +54,7 @@ def test_plus_models_accept_response_format_and_thinking_and_refuse_what_they_la
 
 
 def test_a_model_without_tools_says_how_it_structures_output():
-    with pytest.raises(InvalidRequestError, match="through response_format"):
+    with pytest.raises(InvalidRequestError, match="it has no tool calling"):
         build_request(
             HI,
             model="alibaba/qwen3.8-27b",
@@ -93,3 +93,20 @@ def test_profile_fields_match_the_published_schemas():
             schema = request_schema(json.loads((SHARED / f"{model.split('/')[1]}.json").read_text()))
             assert schema is not None, model
             assert set(schema["properties"]) - {"model", "messages"} == profile.fields, model
+
+
+def test_operators_do_not_add_a_gateway_field_the_model_lacks():
+    from pydantic import BaseModel
+
+    from airflow_provider_qwen.operators import QwenToolCallOperator
+
+    class Node(BaseModel):
+        name: str
+        children: list[Node] = []
+
+    Node.model_rebuild()
+    op = QwenToolCallOperator(task_id="t", prompt="?", output_model=Node, model="alibaba/qwen3.6-27b")
+    body = op.build_request(HI).to_body()
+    assert "normalize_tool_schemas" not in body
+    flagship = QwenToolCallOperator(task_id="f", prompt="?", output_model=Node, model="alibaba/qwen3.7-max")
+    assert flagship.build_request(HI).to_body()["normalize_tool_schemas"] is True
