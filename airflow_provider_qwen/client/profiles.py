@@ -1,9 +1,10 @@
-"""Model profiles: what each family of the Qwen line accepts and how it behaves, in one place.
+"""Model profiles: what each model of the Qwen line accepts and how it behaves, in one place.
 
-Per family: the top-level request fields of its published schema, its context window, how it gives
-structured output, its stream quirks, its price key and what to do when its price is unknown. The
-figures come from the service's published schemas and model list (docs/protocol.md, "Models").
-A model the provider does not know gets ``GENERIC``: the flagship's field set, no known window.
+Per model family: the top-level request fields of its published request schema, its context window,
+how it gives structured output, its stream quirks, the id its price is looked up under and what to do
+when that price is unknown. The figures are copied from the service's published schemas and model
+list (docs/protocol.md, "Models"); nothing is read at run time. A model without a profile gets
+``GENERIC``: today's flagship field set and no known window, so its requests keep working unchanged.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 StructuredMode = Literal["tool_call", "response_format"]
+"""How a model gives structured output: a forced tool call, or a json_schema ``response_format``."""
 UnknownPrice = Literal["dearest", "refuse"]
+"""What an estimate does when the model's price is unknown: bill at the dearest known price, or refuse."""
+VENDOR = "alibaba/"
+"""The vendor prefix of the line's ids; an id without it is an alias."""
 
-# Every profile also takes ``model`` and ``messages``.
-_MAX_FIELDS = frozenset(
+FLAGSHIP_FIELDS: frozenset[str] = frozenset(
     {
         "logit_bias",
         "logprobs",
@@ -35,105 +39,131 @@ _MAX_FIELDS = frozenset(
         "top_p",
     }
 )
-_SAMPLING = frozenset({"frequency_penalty", "presence_penalty", "seed", "prediction"})
+"""The top-level fields of the qwen3.7-max schema besides model and messages; also ``GENERIC``'s."""
+_PENALTIES = frozenset({"frequency_penalty", "presence_penalty", "seed"})
 _SEARCH = frozenset({"enable_search", "search_options"})
+_QWEN36_FIELDS = (  # qwen3.6-plus and qwen3.6-flash publish the same request schema
+    (FLAGSHIP_FIELDS - {"logit_bias", "reasoning", "reasoning_effort"})
+    | _PENALTIES
+    | _SEARCH
+    | {"prediction", "repetition_penalty", "response_format"}
+)
 
 
 @dataclass(frozen=True)
 class ModelProfile:
-    """What one model family accepts and how it behaves."""
+    """What one model family accepts and how it behaves; ``fields`` excludes ``model`` and ``messages``."""
 
     family: str
     model_ids: tuple[str, ...]
     fields: frozenset[str]
     context_window: int | None
     structured_output: StructuredMode
-    index0_tool_calls: bool = True  # some backends stream every parallel call on index 0
+    price_key: str | None  # None: look the requested id itself up (a model without a profile)
+    index0_tool_calls: bool = True  # a backend may stream every parallel tool call on index 0
     unknown_price: UnknownPrice = "dearest"
 
+    def __post_init__(self) -> None:
+        needed = "tools" if self.structured_output == "tool_call" else "response_format"
+        if needed not in self.fields:
+            raise ValueError(
+                f"profile {self.family}: structured_output={self.structured_output!r} needs {needed}"
+            )
+
     @property
-    def price_key(self) -> str:
-        """The id its price is looked up under."""
-        return self.model_ids[0]
+    def aliases(self) -> tuple[str, ...]:
+        """The ids without the vendor prefix (the service answers with those in ``model``)."""
+        return tuple(m.removeprefix(VENDOR) for m in self.model_ids if m.startswith(VENDOR))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every name it answers to: the full ids, then the aliases."""
+        return (*self.model_ids, *self.aliases)
 
     def accepts(self, field: str) -> bool:
-        return field in self.fields
+        """Whether ``field`` is a top-level request field of its published schema."""
+        return field in self.fields or field in ("model", "messages")
 
-    def aliases(self) -> tuple[str, ...]:
-        """Every id it answers to: the full ids and the ids without the vendor prefix."""
-        return (*self.model_ids, *(m.split("/", 1)[-1] for m in self.model_ids))
+
+def _profile(
+    name: str,
+    fields: frozenset[str],
+    window: int,
+    structured: StructuredMode,
+) -> ModelProfile:
+    model = VENDOR + name
+    return ModelProfile(name, (model,), fields, window, structured, price_key=model)
 
 
 PROFILES: tuple[ModelProfile, ...] = (
-    ModelProfile(
-        "qwen3.8-max",
-        ("alibaba/qwen3.8-max",),
-        _MAX_FIELDS | _SEARCH | {"provider"},
-        1_000_000,
-        "tool_call",
-    ),
-    ModelProfile("qwen3.7-max", ("alibaba/qwen3.7-max",), _MAX_FIELDS, 1_000_000, "tool_call"),
-    ModelProfile(
+    _profile("qwen3.8-max", FLAGSHIP_FIELDS | _SEARCH | {"provider"}, 1_000_000, "tool_call"),
+    _profile("qwen3.7-max", FLAGSHIP_FIELDS, 1_000_000, "tool_call"),
+    _profile(
         "qwen3.7-plus",
-        ("alibaba/qwen3.7-plus",),
-        (_MAX_FIELDS - {"logit_bias", "logprobs", "top_logprobs", "reasoning", "reasoning_effort"})
-        | _SAMPLING
+        (FLAGSHIP_FIELDS - {"logit_bias", "logprobs", "top_logprobs", "reasoning", "reasoning_effort"})
+        | _PENALTIES
         | _SEARCH
-        | {"enable_thinking", "thinking_budget", "repetition_penalty", "response_format"},
+        | {"enable_thinking", "prediction", "repetition_penalty", "response_format", "thinking_budget"},
         1_000_000,
         "response_format",
     ),
-    ModelProfile(
+    _profile(
         "qwen3.6-plus",
-        ("alibaba/qwen3.6-plus", "alibaba/qwen3.6-flash"),
-        (_MAX_FIELDS - {"logit_bias", "reasoning", "reasoning_effort"})
-        | _SAMPLING
-        | _SEARCH
-        | {"repetition_penalty", "response_format"},
+        _QWEN36_FIELDS,
         1_000_000,
         "response_format",
     ),
-    ModelProfile(
+    _profile(
+        "qwen3.6-flash",
+        _QWEN36_FIELDS,
+        1_000_000,
+        "response_format",
+    ),
+    _profile(
         "qwen3.5-flash",
-        ("alibaba/qwen3.5-flash",),
-        (_MAX_FIELDS - {"max_completion_tokens"})
-        | _SAMPLING
+        (FLAGSHIP_FIELDS - {"max_completion_tokens"})
+        | _PENALTIES
         | _SEARCH
-        | {"echo", "min_p", "repetition_penalty", "response_format", "top_a", "top_k"},
+        | {"echo", "min_p", "prediction", "repetition_penalty", "response_format", "top_a", "top_k"},
         262_144,
         "response_format",
     ),
-    ModelProfile(
+    _profile(
         "qwen3.8-27b",
-        ("alibaba/qwen3.8-27b",),
         (
-            _MAX_FIELDS
+            FLAGSHIP_FIELDS
             - {"logit_bias", "normalize_tool_schemas", "parallel_tool_calls", "tool_choice", "tools"}
         )
-        | (_SAMPLING - {"prediction"})
+        | _PENALTIES
         | {"provider", "repetition_penalty", "response_format", "top_k"},
         262_144,
         "response_format",
     ),
-    ModelProfile(
+    _profile(
         "qwen3.6-27b",
-        ("alibaba/qwen3.6-27b",),
-        (_MAX_FIELDS - {"max_completion_tokens", "normalize_tool_schemas", "reasoning"})
-        | _SAMPLING
-        | {"response_format"},
+        (FLAGSHIP_FIELDS - {"max_completion_tokens", "normalize_tool_schemas", "reasoning"})
+        | _PENALTIES
+        | {"prediction", "response_format"},
         262_144,
         "response_format",
     ),
 )
+"""The profiled models of the line, one per published request schema (and so one model id each)."""
 
-GENERIC = ModelProfile("generic", ("",), _MAX_FIELDS, None, "tool_call")
+GENERIC = ModelProfile("generic", (), FLAGSHIP_FIELDS, None, "tool_call", price_key=None)
+"""The profile of a model the provider does not know: the flagship's fields, no known window."""
 
-# Fields some profile of the line accepts: in ``extra_body`` they are checked against the model's.
-KNOWN_FIELDS = frozenset().union(*(profile.fields for profile in PROFILES))
+KNOWN_FIELDS: frozenset[str] = frozenset().union(*(profile.fields for profile in PROFILES))
+"""Every field some profile accepts; in ``extra_body`` such a field is checked against the model's."""
 
-_BY_ID = {alias: profile for profile in PROFILES for alias in profile.aliases()}
+_BY_NAME: dict[str, ModelProfile] = {name: profile for profile in PROFILES for name in profile.names}
 
 
 def profile_for(model: str) -> ModelProfile:
-    """The profile of ``model`` (a full id or one without the vendor prefix); ``GENERIC`` if unknown."""
-    return _BY_ID.get(model) or _BY_ID.get(model.split("/", 1)[-1]) or GENERIC
+    """The profile of ``model`` (a full id, or one without the vendor prefix); ``GENERIC`` if unknown."""
+    return _BY_NAME.get(model, GENERIC)
+
+
+def models_accepting(field: str) -> tuple[str, ...]:
+    """The ids of the profiled models whose schema has ``field``, in the order of ``PROFILES``."""
+    return tuple(p.model_ids[0] for p in PROFILES if field in p.fields)

@@ -1,143 +1,79 @@
-"""The chat-completions request: every parameter of the published schema, validated once, here.
+"""The chat-completions request: every parameter of the published schemas, validated once, here.
 
 ``build_request()`` is the single entry point: the client, the hook and the operators all go
 through it, so a typo or an out-of-range value is refused before anything is sent, with a
-message naming the field, the value and what is allowed.
+message naming the field, the value and what is allowed. Which top-level fields a request may
+carry is its model's profile (``client/profiles.py``): a field the model's published schema lacks
+is refused, whatever its value; the shapes of the fields live in ``client/fields.py``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from airflow_provider_qwen import DEFAULT_MODEL
 from airflow_provider_qwen.client.errors import InvalidRequestError
-from airflow_provider_qwen.client.profiles import GENERIC, KNOWN_FIELDS, profile_for
+from airflow_provider_qwen.client.fields import (
+    TOOL_NAME_PATTERN,
+    AssistantMessage,
+    Content,
+    FunctionDefinition,
+    Message,
+    NamedToolChoice,
+    Prediction,
+    Reasoning,
+    ReasoningEffort,
+    ResponseFormat,
+    SearchOptions,
+    StreamOptions,
+    Strict,
+    SystemMessage,
+    TextPart,
+    Tool,
+    ToolCallParam,
+    ToolChoice,
+    ToolMessage,
+    UserMessage,
+)
+from airflow_provider_qwen.client.profiles import (
+    GENERIC,
+    KNOWN_FIELDS,
+    ModelProfile,
+    models_accepting,
+    profile_for,
+)
 
-TOOL_NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
+__all__ = [
+    "MAX_STOP_SEQUENCES",
+    "MAX_TOOLS",
+    "PARAMETER_NAMES",
+    "PROFILE_RANGES",
+    "RANGES",
+    "TOOL_NAME_PATTERN",
+    "AssistantMessage",
+    "ChatRequest",
+    "Content",
+    "FunctionDefinition",
+    "Message",
+    "NamedToolChoice",
+    "StreamOptions",
+    "SystemMessage",
+    "TextPart",
+    "Tool",
+    "ToolCallParam",
+    "ToolMessage",
+    "UserMessage",
+    "build_request",
+]
+
 MAX_TOOLS = 128
 MAX_STOP_SEQUENCES = 4
 
-ReasoningEffort = Literal["low", "medium", "high"]
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TextPart(_Strict):
-    type: Literal["text"] = "text"
-    text: str
-
-
-Content = str | list[TextPart]
-
-
-class SystemMessage(_Strict):
-    role: Literal["system"] = "system"
-    content: Content
-    name: str | None = None
-
-
-class UserMessage(_Strict):
-    role: Literal["user"] = "user"
-    content: Content
-    name: str | None = None
-
-
-class FunctionCall(_Strict):
-    name: str
-    arguments: str
-
-
-class ToolCallParam(_Strict):
-    """A tool call in assistant history (what the model asked for in an earlier turn)."""
-
-    id: str
-    type: Literal["function"] = "function"
-    function: FunctionCall
-
-
-class AssistantMessage(_Strict):
-    role: Literal["assistant"] = "assistant"
-    content: Content | None = None
-    name: str | None = None
-    refusal: str | None = None
-    tool_calls: list[ToolCallParam] | None = None
-
-    @model_validator(mode="after")
-    def _content_or_calls(self) -> AssistantMessage:
-        if self.content is None and not self.tool_calls:
-            raise ValueError("an assistant message needs content or tool_calls")
-        return self
-
-
-class ToolMessage(_Strict):
-    role: Literal["tool"] = "tool"
-    content: Content
-    tool_call_id: str = Field(min_length=1)
-    name: str | None = None
-
-
-Message = Annotated[SystemMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")]
-
-
-class FunctionDefinition(_Strict):
-    name: str = Field(pattern=TOOL_NAME_PATTERN)
-    description: str | None = None
-    parameters: dict[str, Any] | None = None
-    strict: bool | None = None
-
-
-class Tool(_Strict):
-    type: Literal["function"] = "function"
-    function: FunctionDefinition
-
-
-class NamedFunction(_Strict):
-    name: str
-
-
-class NamedToolChoice(_Strict):
-    type: Literal["function"] = "function"
-    function: NamedFunction
-
-
-class AllowedTools(_Strict):
-    mode: Literal["auto", "required"]
-    tools: list[dict[str, Any]]
-
-
-class AllowedToolsChoice(_Strict):
-    type: Literal["allowed_tools"] = "allowed_tools"
-    allowed_tools: AllowedTools
-
-
-ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice | AllowedToolsChoice
-
-
-class StreamOptions(_Strict):
-    include_usage: bool
-
-
-class Reasoning(_Strict):
-    effort: ReasoningEffort | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    exclude: bool | None = None
-
-    @model_validator(mode="after")
-    def _effort_xor_budget(self) -> Reasoning:
-        if self.effort is not None and self.max_tokens is not None:
-            raise ValueError(
-                f"reasoning.effort={self.effort!r} and reasoning.max_tokens={self.max_tokens} "
-                "cannot be used together: set one"
-            )
-        return self
-
-
-class ChatRequest(_Strict):
+class ChatRequest(Strict):
     """One chat-completions request body. Unknown fields are an error (the gateway would drop them)."""
 
     model: str = Field(default=DEFAULT_MODEL, min_length=1)
@@ -158,7 +94,42 @@ class ChatRequest(_Strict):
     logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
     reasoning_effort: ReasoningEffort | None = None
     reasoning: Reasoning | None = None
+    # Fields only some models' schemas have: the model's profile decides whether a request may carry one.
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    repetition_penalty: float | None = None
+    seed: int | None = Field(default=None, ge=1)
+    top_k: int | float | None = None
+    min_p: float | None = Field(default=None, ge=0.001, le=0.999)
+    top_a: float | None = Field(default=None, ge=0, le=1)
+    echo: bool | None = None
+    response_format: ResponseFormat | None = None
+    prediction: Prediction | None = None
+    enable_thinking: bool | None = None
+    thinking_budget: int | None = Field(default=None, ge=1)
+    enable_search: bool | None = None
+    search_options: SearchOptions | None = None
+    provider: str | None = None
     extra_body: dict[str, Any] | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fields_of_its_model(cls, data: Any) -> Any:
+        """Refuse a field the model's schema lacks, whatever its value: the gateway would drop it."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("model", DEFAULT_MODEL), str):
+            return data
+        model = data.get("model") or DEFAULT_MODEL
+        profile = profile_for(model)
+        for name in sorted(_CHECKED_FIELDS.intersection(data)):
+            if data[name] is not None and not profile.accepts(name):
+                raise ValueError(_not_accepted(model, profile, name, data[name]))
+        extra = data.get("extra_body")
+        for key, value in extra.items() if isinstance(extra, Mapping) else ():
+            if key in _OWN_FIELDS or (key in _CHECKED_FIELDS and profile.accepts(key)):
+                raise ValueError(f"extra_body key {key!r} is a regular parameter: pass it directly")
+            if profile is not GENERIC and key in KNOWN_FIELDS and not profile.accepts(key):
+                raise ValueError(_not_accepted(model, profile, key, value, in_extra_body=True))
+        return data
 
     @field_validator("stop")
     @classmethod
@@ -204,35 +175,12 @@ class ChatRequest(_Strict):
             )
         if choice == "required" and not names:
             raise ValueError("tool_choice='required' needs at least one tool in tools")
-        for key in self.extra_body or {}:
-            if key in type(self).model_fields:
-                raise ValueError(f"extra_body key {key!r} is a regular parameter: pass it directly")
-        self._check_profile()
+        if self.thinking_budget is not None and self.enable_thinking is not True:
+            raise ValueError(
+                f"thinking_budget={self.thinking_budget} requires enable_thinking=True (got "
+                f"{self.enable_thinking}): the budget is ignored without thinking"
+            )
         return self
-
-    def _check_profile(self) -> None:
-        """Refuse a field the model's published schema does not have (the gateway would drop it)."""
-        profile = profile_for(self.model)
-        for name in sorted(type(self).model_fields.keys() - {"model", "messages", "extra_body"}):
-            value = getattr(self, name)
-            if value is not None and not profile.accepts(name):
-                hint = ""
-                if name in ("tools", "tool_choice", "parallel_tool_calls"):
-                    hint = (
-                        " (it has no tool calling: choose a model that has, or structure output with "
-                        "extra_body={'response_format': ...})"
-                    )
-                accepted = ", ".join(sorted(profile.fields))
-                shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
-                raise ValueError(
-                    f"{name}={shown} is not accepted by {self.model}{hint}; it accepts: {accepted}"
-                )
-        for key, value in (self.extra_body or {}).items():
-            if profile is not GENERIC and key in KNOWN_FIELDS and not profile.accepts(key):
-                hint = ""
-                if key == "response_format" and profile.structured_output == "tool_call":
-                    hint = " (it has no JSON mode: structured output comes from a forced tool call)"
-                raise ValueError(f"extra_body {key}={value!r} is not accepted by {self.model}{hint}")
 
     def to_body(self) -> dict[str, Any]:
         """The JSON body to send: set fields only, ``extra_body`` merged on top."""
@@ -242,10 +190,16 @@ class ChatRequest(_Strict):
 
     @property
     def is_named_tool_call(self) -> bool:
+        """Whether ``tool_choice`` forces one named function (structured output by tool call)."""
         return isinstance(self.tool_choice, NamedToolChoice)
 
 
-PARAMETER_NAMES: frozenset[str] = frozenset(ChatRequest.model_fields) - {"model", "messages"}
+_OWN_FIELDS = frozenset({"model", "messages", "extra_body"})
+# The top-level fields a model's profile rules on: every declared parameter but the three above.
+_CHECKED_FIELDS: frozenset[str] = frozenset(ChatRequest.model_fields) - _OWN_FIELDS
+
+PARAMETER_NAMES: frozenset[str] = GENERIC.fields | {"extra_body"}
+"""The parameters any model takes: the flagship schema's (a model without a profile's too) and extra_body."""
 
 # Numeric bounds of the published schema, by field path (list indexes and dict keys left out), for messages.
 RANGES: dict[str, tuple[float, float | None]] = {
@@ -257,26 +211,94 @@ RANGES: dict[str, tuple[float, float | None]] = {
     "max_completion_tokens": (1, None),
     "reasoning.max_tokens": (1, None),
 }
+# The same for the fields only some models take (their -plus, -flash and open-weight schemas).
+PROFILE_RANGES: dict[str, tuple[float, float | None]] = {
+    "frequency_penalty": (-2, 2),
+    "presence_penalty": (-2, 2),
+    "seed": (1, None),
+    "min_p": (0.001, 0.999),
+    "top_a": (0, 1),
+    "thinking_budget": (1, None),
+}
 _BOUND_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+
+# What a model that lacks a field takes in its place, when it does.
+_INSTEAD: dict[str, tuple[str, ...]] = {
+    "max_completion_tokens": ("max_tokens",),
+    "enable_thinking": ("reasoning_effort", "reasoning"),
+    "thinking_budget": ("reasoning",),
+    "reasoning_effort": ("enable_thinking",),
+    "reasoning": ("enable_thinking", "thinking_budget"),
+}
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _hint(profile: ModelProfile, name: str) -> str:
+    if name == "response_format" and profile.structured_output == "tool_call":
+        return (
+            " (it has no JSON mode: use a forced tool call, tools=[...] with "
+            "tool_choice={'type': 'function', 'function': {'name': ...}}, and validate its arguments)"
+        )
+    if name in ("tools", "tool_choice", "parallel_tool_calls") and not profile.accepts("tools"):
+        if profile.accepts("response_format"):
+            return (
+                " (it has no tool calling: choose a model that has, or structure output with "
+                "response_format={'type': 'json_schema', 'json_schema': {...}})"
+            )
+        return " (it has no tool calling: choose a model that has)"
+    instead = [other for other in _INSTEAD.get(name, ()) if profile.accepts(other)]
+    return f" (it takes {' / '.join(instead)} instead)" if instead else ""
+
+
+def _not_accepted(
+    model: str, profile: ModelProfile, name: str, value: Any, *, in_extra_body: bool = False
+) -> str:
+    """The refusal of a field ``model``'s profile lacks: field, value, what the model takes, who has it."""
+    field = f"extra_body {name}={_shown(value)}" if in_extra_body else f"{name}={_shown(value)}"
+    accepted = ", ".join(sorted(profile.fields))
+    if profile is GENERIC:
+        return (
+            f"{field} is not checked for {model}, a model without a profile (its schema is not known): "
+            f"pass it as extra_body={{{name!r}: ...}} to send it unchecked; checked for it: {accepted}"
+        )
+    owners = models_accepting(name)
+    where = f"; {name} is a field of {', '.join(owners)}" if owners else ""
+    return (
+        f"{field} is not accepted by {model}{_hint(profile, name)}; it accepts: {accepted}{where}; "
+        "a field outside the published schemas goes in extra_body"
+    )
 
 
 def _allowed_range(loc: str) -> str | None:
     key = loc.split(".", 1)[0] if loc.startswith("logit_bias.") else loc
-    bounds = RANGES.get(key)
+    bounds = RANGES.get(key) or PROFILE_RANGES.get(key)
     if bounds is None:
         return None
     low, high = bounds
     return f"allowed: {low} to {high}" if high is not None else f"allowed: {low} or more"
 
 
-def _describe(error: Mapping[str, Any]) -> str:
+def _describe(error: Mapping[str, Any], model: str) -> str:
     loc = ".".join(str(part) for part in error.get("loc", ()) if not str(part).startswith("function-"))
     value = error.get("input")
     kind = error.get("type")
     if kind == "extra_forbidden":
         if "." not in loc:
-            allowed = ", ".join(sorted(PARAMETER_NAMES))
-            return f"unknown parameter {loc!r}: not sent; allowed: {allowed} (or extra_body for other models)"
+            profile = profile_for(model)
+            allowed = ", ".join(sorted(profile.fields | {"extra_body"}))
+            if profile is GENERIC:
+                return (
+                    f"unknown parameter {loc!r}: not sent; allowed: {allowed} "
+                    "(or extra_body for other models)"
+                )
+            return (
+                f"unknown parameter {loc!r}: not sent; {model} accepts: {allowed} "
+                "(extra_body for a field outside the published schemas)"
+            )
         hint = ""
         if loc.endswith("reasoning_content"):
             hint = " (reasoning_content is never sent back in history)"
@@ -292,8 +314,9 @@ def _describe(error: Mapping[str, Any]) -> str:
     bounds = _allowed_range(loc) if kind in _BOUND_ERRORS else None
     if bounds:
         return f"{loc}={shown} is out of range; {bounds}"
-    if kind == "string_pattern_mismatch" and loc.endswith("function.name"):
-        return f"{loc}={shown}: a tool name is 1-64 characters of letters, digits, '_' and '-'"
+    if kind == "string_pattern_mismatch" and loc.endswith(("function.name", "json_schema.name")):
+        what = "a tool name" if loc.endswith("function.name") else "a schema name"
+        return f"{loc}={shown}: {what} is 1-64 characters of letters, digits, '_' and '-'"
     return f"{loc}={shown}: {message}"
 
 
@@ -316,7 +339,8 @@ def build_request(
     try:
         return ChatRequest.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(_describe(e) for e in _dedupe_union_errors(exc.errors()))
+        chosen = data["model"] if isinstance(data.get("model"), str) else DEFAULT_MODEL
+        problems = "; ".join(_describe(e, chosen) for e in _dedupe_union_errors(exc.errors()))
         raise InvalidRequestError(f"invalid chat request: {problems}") from None
 
 
@@ -324,7 +348,7 @@ def _dedupe_union_errors(errors: list[Any]) -> list[Any]:
     """Pydantic reports one error per union branch; keep the most specific per location."""
     best: dict[tuple[Any, ...], Any] = {}
     for error in errors:
-        loc = tuple(p for p in error["loc"] if not isinstance(p, str) or not _is_branch_tag(p))
+        loc = _clean_loc(error["loc"])
         current = best.get(loc)
         if current is None or (
             current["type"] in {"literal_error", "string_type"}
@@ -338,7 +362,23 @@ def _dedupe_union_errors(errors: list[Any]) -> list[Any]:
     return list(best.values())
 
 
+def _clean_loc(loc: Sequence[Any]) -> tuple[Any, ...]:
+    """The location without pydantic's union-branch tags (a discriminator's value, a branch's type)."""
+    parts = list(loc)
+    if len(parts) > 1 and parts[0] == "response_format":
+        del parts[1]  # the ``type`` tag of its discriminated union
+    return tuple(p for p in parts if not isinstance(p, str) or not _is_branch_tag(p))
+
+
 def _is_branch_tag(part: str) -> bool:
     return part.startswith(
-        ("function-", "literal[", "list[", "str", "NamedToolChoice", "AllowedToolsChoice")
-    ) or part in {"system", "user", "assistant", "tool"}
+        ("function-", "literal[", "list[", "NamedToolChoice", "AllowedToolsChoice")
+    ) or part in {
+        "str",
+        "int",
+        "float",
+        "system",
+        "user",
+        "assistant",
+        "tool",
+    }

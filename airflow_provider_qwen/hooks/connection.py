@@ -21,10 +21,11 @@ from airflow_provider_qwen import (
     DEFAULT_MODEL,
     DEFAULT_TIMEOUT,
 )
-from airflow_provider_qwen.client.pricing import PriceTable
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
+
+    from airflow_provider_qwen.client.pricing import PriceTable
 
 CONN_TYPE = "qwen"
 MAX_RETRIES_LIMIT = 10
@@ -151,6 +152,8 @@ def _parse_prices(conn_id: str, value: Any) -> dict[str, Any]:
     if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
         raise _bad(conn_id, "prices", value, allowed)
     try:
+        from airflow_provider_qwen.client.pricing import PriceTable
+
         PriceTable({}).with_overrides(value)
     except ValueError as exc:
         raise _bad(conn_id, "prices", dict(value), f"{allowed}; {exc}") from None
@@ -193,4 +196,6 @@ class QwenConnectionConfig:
     @property
     def prices(self) -> PriceTable:
         """The shipped price table with this connection's overrides applied."""
+        from airflow_provider_qwen.client.pricing import PriceTable
+
         return PriceTable().with_overrides(self.price_overrides)

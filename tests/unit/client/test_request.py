@@ -247,3 +247,22 @@ def test_ranges_match_the_model_constraints():
 def test_chat_request_forbids_unknown_fields_directly_too():
     with pytest.raises(ValueError, match="temprature"):
         ChatRequest.model_validate({"messages": HI, "temprature": 1})
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        pytest.param(
+            {"stream": True, "stream_options": {"include_usage": "maybe"}},
+            "stream_options.include_usage='maybe'",
+            id="stream_options",
+        ),
+        pytest.param(
+            {"tools": [{"type": "function", "function": {"name": "f", "strict": "maybe"}}]},
+            "tools.0.function.strict='maybe'",
+            id="strict",
+        ),
+    ],
+)
+def test_nested_errors_keep_the_full_field_path(params: dict[str, Any], expected: str):
+    assert expected in refusal(**params)
