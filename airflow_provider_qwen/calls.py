@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_qwen.client.errors import QwenError
@@ -31,7 +32,7 @@ class Calls:
     """The metered calls of one task try.
 
     :param cost: the try's ledger and budgets.
-    :param client: the sync client, or a function returning it (fetched on the first sync call).
+    :param client: a function returning the sync client (called on the first sync call).
     :param log: where truncation warnings go.
     """
 
@@ -39,21 +40,19 @@ class Calls:
         self,
         cost: TaskCost,
         *,
-        client: QwenClient | Callable[[], QwenClient] | None = None,
+        client: Callable[[], QwenClient] | None = None,
         log: logging.Logger | Any = None,
     ) -> None:
         self.cost = cost
-        self._client = client
+        self._get_client = client
         self.log = log or logging.getLogger(__name__)
 
-    @property
+    @cached_property
     def client(self) -> QwenClient:
-        client = self._client
-        if client is None:
+        """The sync client, fetched on the first sync call (an async-only task never opens one)."""
+        if self._get_client is None:
             raise RuntimeError("these Calls have no sync client")
-        if callable(client) and not hasattr(client, "send"):
-            self._client = client = client()
-        return client  # type: ignore[return-value]
+        return self._get_client()
 
     @contextmanager
     def _metered(self, request: ChatRequest) -> Iterator[None]:

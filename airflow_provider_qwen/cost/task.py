@@ -32,7 +32,7 @@ class TaskCost:
         dag_run_budget_usd: Decimal | None = None,
         model: str | None = None,
         try_number: int | None = None,
-        journal: CostJournal | Callable[[], CostJournal] | None = None,
+        journal: Callable[[], CostJournal] | None = None,
         other_tasks_usd: Callable[[], Decimal] = lambda: Decimal(0),
         refusal: RefusalFactory = BudgetExceededError,
     ) -> None:
@@ -54,10 +54,8 @@ class TaskCost:
 
     @cached_property
     def journal(self) -> CostJournal:
-        journal = self._journal
-        if callable(journal) and not isinstance(journal, CostJournal):
-            journal = journal()
-        return journal if journal is not None else CostJournal(None)
+        """The task's journal, opened on first use (None: no journal, as outside a task run)."""
+        return self._journal() if self._journal is not None else CostJournal(None)
 
     @cached_property
     def earlier_tries(self) -> list[CostRecord]:

@@ -18,7 +18,7 @@ PRICES = PriceTable()
 
 
 def _calls(client: FakeClient, **budget: Decimal) -> Calls:
-    return Calls(TaskCost(prices=PRICES, model=MODEL, try_number=1, **budget), client=client)
+    return Calls(TaskCost(prices=PRICES, model=MODEL, try_number=1, **budget), client=lambda: client)
 
 
 def _request(cap: int = 100):

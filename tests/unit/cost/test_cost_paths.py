@@ -146,11 +146,13 @@ def test_retry_after_send_false_stops_at_a_possibly_paid_failure_only(api, qwen)
 
 def test_calls_under_a_budget_do_not_retry_a_try_that_may_have_been_paid(api, qwen):
     calls = answers(api, httpx.ReadTimeout, httpx.ReadTimeout, ok())
-    budgeted = Calls(TaskCost(try_number=1, prices=PRICES, model=MODEL, max_cost_usd=Decimal(1)), client=qwen)
+    budgeted = Calls(
+        TaskCost(try_number=1, prices=PRICES, model=MODEL, max_cost_usd=Decimal(1)), client=lambda: qwen
+    )
     with pytest.raises(APITimeoutError):
         budgeted.send(build_request("hi", model=MODEL))
     assert len(calls.requests) == 1
-    free = Calls(TaskCost(try_number=1, prices=PRICES, model=MODEL), client=qwen)
+    free = Calls(TaskCost(try_number=1, prices=PRICES, model=MODEL), client=lambda: qwen)
     assert free.send(build_request("hi", model=MODEL)).unconfirmed_tries == 1  # no budget: retried
     assert len(calls.requests) == 3
 
@@ -256,7 +258,7 @@ def test_a_stream_cut_after_its_usage_counts_a_retried_try_once(api, qwen):
     request = build_request("hi", model=MODEL, stream=True)
     cost = TaskCost(try_number=1, prices=PRICES, model=MODEL)
     with pytest.raises(StreamError):
-        Calls(cost, client=qwen).send(request)  # the count is on the error and its partial: once
+        Calls(cost, client=lambda: qwen).send(request)  # the count is on the error and its partial: once
     record = cost.record().to_xcom()
     assert record["requests"] == 2
     assert Decimal(record["usd_spent"]) == REPORTED + PRICE.usd(20, 10)
@@ -398,7 +400,7 @@ def test_a_budgeted_call_releases_its_hold_and_leaves_the_client_retrying(api, q
     cost = TaskCost(try_number=1, prices=PRICES, model=MODEL, max_cost_usd=Decimal(1))
     request = build_request("hi", model=MODEL)
     with pytest.raises(APITimeoutError):
-        Calls(cost, client=qwen).send(request)
+        Calls(cost, client=lambda: qwen).send(request)
     assert cost.budget.reserved_usd == 0
     assert cost.record().to_xcom()["requests"] == 1  # the timed-out try, estimated
     assert qwen.chat("hi").unconfirmed_tries == 1  # the client itself: retried as usual
