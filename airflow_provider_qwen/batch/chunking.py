@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from airflow_provider_qwen.client.tokens import BYTES_PER_TOKEN, text_tokens
+from airflow_provider_qwen.client.tokens import text_tokens
 
 MIN_PART_TOKENS = 32  # below this a split makes no sense: the prompt leaves no room for text
 
@@ -51,7 +51,7 @@ def _fit(paragraph: str, max_tokens: int) -> list[tuple[str, str]]:
             if text_tokens(word) <= max_tokens:
                 pieces.append((" ", word))
                 continue
-            step = max(1, max_tokens * BYTES_PER_TOKEN // 4)  # 4 bytes per character at most
+            step = max(1, max_tokens // 4)  # 4 bytes (tokens at most) per character
             pieces.extend(("" if i else " ", word[i : i + step]) for i in range(0, len(word), step))
     return pieces
 
