@@ -8,9 +8,12 @@ and the try's ``TaskCost``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -20,12 +23,20 @@ if TYPE_CHECKING:
     from airflow_provider_qwen.client.client import AsyncQwenClient, QwenClient
     from airflow_provider_qwen.client.models import ChatCompletion, ChatCompletionChunk
     from airflow_provider_qwen.client.request import ChatRequest
+    from airflow_provider_qwen.cost.record import Estimate
     from airflow_provider_qwen.cost.task import TaskCost
 
 TRUNCATED = (
     "the answer was cut at the token limit (finish_reason='length'); raise max_completion_tokens or "
     "shorten the prompt (a batch: lower max_input_tokens)"
 )
+
+
+@dataclass
+class _Meter:
+    """What one metered call left to settle: its estimate, if its cost had to be estimated."""
+
+    estimate: Estimate | None = None
 
 
 class Calls:
@@ -55,15 +66,16 @@ class Calls:
         return self._get_client()
 
     @contextmanager
-    def _metered(self, request: ChatRequest) -> Iterator[None]:
-        held = self.cost.budget.reserve(request)
+    def _metered(self, request: ChatRequest, held: Decimal) -> Iterator[_Meter]:
+        """Around one call whose worst case ``held`` is reserved: record what it cost, then release."""
+        meter = _Meter()
         try:
-            yield
+            yield meter
         except BaseException as exc:
-            self.cost.ledger.add_error(exc, request)
+            meter.estimate = meter.estimate or self.cost.ledger.add_error(exc, request)
             raise
         finally:
-            self.cost.budget.release(held)
+            self.cost.budget.release(held, meter.estimate)
 
     @property
     def retry_after_send(self) -> bool:
@@ -75,9 +87,9 @@ class Calls:
         self, request: ChatRequest, *, fail_on_truncation: bool = False, warn: bool = True
     ) -> ChatCompletion:
         """One request on the sync client (a ``stream=True`` one is streamed and assembled)."""
-        with self._metered(request):
+        with self._metered(request, self.cost.budget.reserve(request)) as meter:
             completion = self.client.send(request, retry_after_send=self.retry_after_send)
-            self.cost.ledger.add(completion, request)
+            meter.estimate = self.cost.ledger.add(completion, request)
         return self.check(completion, fail_on_truncation=fail_on_truncation, warn=warn)
 
     async def asend(
@@ -88,10 +100,16 @@ class Calls:
         fail_on_truncation: bool = False,
         warn: bool = True,
     ) -> ChatCompletion:
-        """One request on an async client; concurrent requests each hold their worst case."""
-        with self._metered(request):
+        """One request on an async client; concurrent requests each hold their worst case.
+
+        Token counts (and a run budget's claims) run off the event loop."""
+        held = await asyncio.to_thread(self.cost.budget.reserve, request)
+        with self._metered(request, held) as meter:
             completion = await client.send(request, retry_after_send=self.retry_after_send)
-            self.cost.ledger.add(completion, request)
+            if completion.cost.estimated:  # priced from its text: count it off the loop
+                meter.estimate = await asyncio.to_thread(self.cost.ledger.add, completion, request)
+            else:
+                meter.estimate = self.cost.ledger.add(completion, request)
         return self.check(completion, fail_on_truncation=fail_on_truncation, warn=warn)
 
     def stream(
@@ -103,7 +121,7 @@ class Calls:
     ) -> ChatCompletion:
         """One streamed request on the sync client; ``on_chunk`` sees every chunk as it arrives."""
         with (
-            self._metered(request),
+            self._metered(request, self.cost.budget.reserve(request)) as meter,
             self.client.stream(request, retry_after_send=self.retry_after_send) as stream,
         ):
             try:
@@ -113,10 +131,10 @@ class Calls:
                 raise  # its Charge says what it cost (_metered records it)
             except BaseException:
                 # stopped from our side (a callback, a kill) mid-generation: the service bills it
-                self.cost.ledger.add_cut_stream(stream.partial(), request)
+                meter.estimate = self.cost.ledger.add_cut_stream(stream.partial(), request)
                 raise
             completion = stream.completion
-            self.cost.ledger.add(completion, request)
+            meter.estimate = self.cost.ledger.add(completion, request)
         return self.check(completion, fail_on_truncation=fail_on_truncation)
 
     def check(

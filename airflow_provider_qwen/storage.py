@@ -80,16 +80,29 @@ def local_path(path: ObjectStoragePath) -> str | None:
 
 
 def cost_journal(context: Mapping[str, Any] | None) -> CostJournal:
-    """The cost journal of the task instance running in ``context``; disabled outside a real task run."""
-    from airflow_provider_qwen.cost.journal import JOURNAL_FOLDER, CostJournal
+    """The cost journal of the task instance running in ``context``: in Airflow's task state store
+    when the context has one (it follows the task across workers), else in the task's storage
+    folder; disabled outside a real task run. A folder that cannot be made raises ``JournalError``."""
+    from airflow_provider_qwen.cost.journal import (
+        JOURNAL_FOLDER,
+        CostJournal,
+        FolderStore,
+        JournalError,
+        StateStore,
+    )
 
-    ti = (context or {}).get("ti")
+    context = context or {}
+    ti = context.get("ti")
     if not all(isinstance(getattr(ti, name, None), str) for name in ("dag_id", "run_id", "task_id")):
         return CostJournal(None)
+    accessor = context.get("task_state_store")
+    if accessor is not None and callable(getattr(accessor, "get", None)):
+        return CostJournal(StateStore(accessor))
     try:
-        folder = task_folder(context or {}) / JOURNAL_FOLDER
+        folder = task_folder(context) / JOURNAL_FOLDER
         folder.mkdir(parents=True, exist_ok=True)
     except Exception as exc:
-        log.warning("Qwen cost journal unavailable (%s): earlier tries will not be counted", exc)
-        return CostJournal(None)
-    return CostJournal(folder)
+        raise JournalError(
+            f"the Qwen cost journal folder under [qwen] storage_base cannot be made: {exc}"
+        ) from None
+    return CostJournal(FolderStore(folder))

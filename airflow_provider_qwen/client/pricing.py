@@ -218,7 +218,8 @@ def _per_million(rate: Any) -> Decimal:
 @lru_cache(maxsize=1)
 def _shipped_prices() -> dict[str, Price]:
     data = json.loads(resources.files("airflow_provider_qwen.client").joinpath("prices.json").read_text())
-    return {model: Price.parse(value) for model, value in data["models"].items()}
+    listed = {**data.get("ceilings", {}), **data["models"]}  # observed prices, then ceilings (see the file)
+    return {model: Price.parse(value) for model, value in listed.items()}
 
 
 @lru_cache(maxsize=1)

@@ -14,7 +14,6 @@ from typing import Literal
 
 StructuredMode = Literal["tool_call", "response_format"]
 """How a model gives structured output: a forced tool call, or a json_schema ``response_format``."""
-UnknownPrice = Literal["dearest", "refuse"]
 """What an estimate does when the model's price is unknown: bill at the dearest known price, or refuse."""
 VENDOR = "alibaba/"
 """The vendor prefix of the line's ids; an id without it is an alias."""
@@ -59,9 +58,7 @@ class ModelProfile:
     fields: frozenset[str]
     context_window: int | None
     structured_output: StructuredMode
-    price_key: str | None  # None: look the requested id itself up (a model without a profile)
     index0_tool_calls: bool = True  # a backend may stream every parallel tool call on index 0
-    unknown_price: UnknownPrice = "dearest"
 
     def __post_init__(self) -> None:
         needed = "tools" if self.structured_output == "tool_call" else "response_format"
@@ -92,7 +89,7 @@ def _profile(
     structured: StructuredMode,
 ) -> ModelProfile:
     model = VENDOR + name
-    return ModelProfile(name, (model,), fields, window, structured, price_key=model)
+    return ModelProfile(name, (model,), fields, window, structured)
 
 
 PROFILES: tuple[ModelProfile, ...] = (
@@ -150,13 +147,40 @@ PROFILES: tuple[ModelProfile, ...] = (
 )
 """The profiled models of the line, one per published request schema (and so one model id each)."""
 
-GENERIC = ModelProfile("generic", (), FLAGSHIP_FIELDS, None, "tool_call", price_key=None)
+# The other chat models the service lists (aimlapi/qwen-models.md), without a published schema of
+# their own: the flagship's fields, their own context window.
+LISTED_WINDOWS: dict[str, int] = {
+    "Qwen/Qwen2.5-7B-Instruct-Turbo": 32_000,
+    "qwen-plus": 131_000,
+    "qwen-turbo": 1_000_000,
+    "alibaba/qwen3-32b": 131_000,
+    "alibaba/qwen3-coder-480b-a35b-instruct": 262_000,
+    "alibaba/qwen3-235b-a22b-thinking-2507": 262_000,
+    "alibaba/qwen3-next-80b-a3b-instruct": 262_000,
+    "alibaba/qwen3-next-80b-a3b-thinking": 262_000,
+    "alibaba/qwen3-max-preview": 258_000,
+    "alibaba/qwen3-max-instruct": 262_000,
+    "alibaba/qwen3.5-plus-20260218": 1_000_000,
+    "alibaba/qwen3.6-35b-a3b": 262_144,
+    "alibaba/qwen3.6-max-preview": 262_144,
+    "alibaba/qwen3.8-2.4t-a95b": 262_144,
+}
+
+LISTED: tuple[ModelProfile, ...] = tuple(
+    ModelProfile(model.removeprefix(VENDOR), (model,), FLAGSHIP_FIELDS, window, "tool_call")
+    for model, window in LISTED_WINDOWS.items()
+)
+"""The listed models without a schema of their own: the flagship's fields, their window."""
+
+GENERIC = ModelProfile("generic", (), FLAGSHIP_FIELDS, None, "tool_call")
 """The profile of a model the provider does not know: the flagship's fields, no known window."""
 
 KNOWN_FIELDS: frozenset[str] = frozenset().union(*(profile.fields for profile in PROFILES))
 """Every field some profile accepts; in ``extra_body`` such a field is checked against the model's."""
 
-_BY_NAME: dict[str, ModelProfile] = {name: profile for profile in PROFILES for name in profile.names}
+_BY_NAME: dict[str, ModelProfile] = {
+    name: profile for profile in (*PROFILES, *LISTED) for name in profile.names
+}
 
 
 def profile_for(model: str) -> ModelProfile:

@@ -1,7 +1,9 @@
 """What one task try spent: every paid answer, and what a failed call may still have been charged.
 
-Exact where the service reported a cost; estimated (and flagged) for a stream cut before its usage
-and for each try that failed after its request was sent (``Charge.unconfirmed_tries``).
+Exact where the service reported a cost; estimated (and flagged) otherwise: a stream that ended
+without its usage, an answer without usage, each try that failed after its request was sent
+(``Charge.unconfirmed_tries``). Every call with an estimate leaves an ``Estimate`` entry, so its
+figure can later be replaced by the service's own (``cost/reconcile.py``, by ``client_request_id``).
 """
 
 from __future__ import annotations
@@ -11,32 +13,13 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from airflow_provider_qwen.client.errors import QwenError
-from airflow_provider_qwen.client.models import Usage
+from airflow_provider_qwen.client.estimate import answer_usage, unsent_answer_usage, usage_of
 from airflow_provider_qwen.client.pricing import Cost, PriceTable
-from airflow_provider_qwen.client.tokens import output_cap, request_tokens, text_tokens
-from airflow_provider_qwen.cost.record import CostTotals
+from airflow_provider_qwen.cost.record import CostTotals, Estimate
 
 if TYPE_CHECKING:
-    from airflow_provider_qwen.client.models import ChatCompletion
+    from airflow_provider_qwen.client.models import ChatCompletion, Usage
     from airflow_provider_qwen.client.request import ChatRequest
-
-
-def estimated_usage(prompt: int, completion: int, reasoning: int = 0) -> Usage:
-    """A Usage of estimated token counts (``completion`` includes ``reasoning``, as on the wire)."""
-    return Usage.model_validate(
-        {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-            "completion_tokens_details": {"reasoning_tokens": reasoning},
-        }
-    )
-
-
-def generated_text(completion: ChatCompletion) -> tuple[str, str]:
-    """(answer text, reasoning text) a completion holds: content and tool calls, and reasoning."""
-    calls = "".join(call.function.name + call.function.arguments for call in completion.tool_calls)
-    return (completion.content or "") + calls, completion.reasoning_content or ""
 
 
 class TryLedger:
@@ -53,80 +36,107 @@ class TryLedger:
     def spent_usd(self) -> Decimal:
         return self.total.usd_spent
 
-    def add(self, completion: ChatCompletion, request: ChatRequest | None = None) -> None:
-        """One paid answer, and an estimate for each earlier try of its call that may be paid."""
-        self.add_charge(completion.model, completion.cost, completion.usage)
-        self.add_unconfirmed(completion.unconfirmed_tries, completion.model, request, completion.usage)
+    def add(self, completion: ChatCompletion, request: ChatRequest | None = None) -> Estimate | None:
+        """One paid answer, and an estimate for each earlier try of its call that may be paid.
+
+        An answer without a reported cost is priced from its usage, or without usage from the
+        request and the text received; a stream without its usage is then a cut stream for cost
+        purposes, even after its finish chunk. Returns the call's ``Estimate`` when any of its
+        figures is estimated.
+        """
+        model = completion.model or (request.model if request is not None else "") or self.model or ""
+        usage = completion.usage or answer_usage(request, completion)
+        cost = completion.cost
+        estimate = Estimate.of(completion.client_request_id, model, completion.inference_id)
+        if cost.estimated:
+            cost = self._estimate(model, usage)
+            streamed = request is not None and bool(request.stream)
+            estimate.kind = "cut_stream" if streamed and completion.usage is None else "no_usage"
+        self._charge(model, cost, usage, estimate)
+        self._unconfirmed(completion.unconfirmed_tries, model, request, estimate, completion.usage)
+        return self._file(estimate)
 
     def add_charge(self, model: str, cost: Cost, usage: Usage | None = None) -> None:
-        """A charge that came without a parsed answer."""
+        """A charge that came without a parsed answer (or a test's hand-made one)."""
         with self._lock:
             self.total.add_charge(model, cost, usage)
             self.by_model.setdefault(model, CostTotals()).add_charge(model, cost, usage)
 
-    def add_unconfirmed(
-        self, tries: int, model: str, request: ChatRequest | None, usage: Usage | None = None
-    ) -> None:
-        """``tries`` that failed after being sent, each as one estimated charge.
-
-        Each is priced as the call's answer (``usage``: the same prompt, the answer's length) when
-        one arrived, else as the request's estimated prompt and its output cap (0 if unbounded).
-        """
-        if tries <= 0:
-            return
-        if usage is not None:
-            tokens = estimated_usage(usage.prompt_tokens, usage.completion_tokens, usage.reasoning_tokens)
-        elif request is not None:
-            tokens = estimated_usage(request_tokens(request), output_cap(request))
-        else:
-            tokens = estimated_usage(0, 0)
-        cost = self._estimate(model, tokens)
-        for _ in range(tries):
-            self.add_charge(model, cost, tokens)
-
-    def add_error(self, error: BaseException, request: ChatRequest | None = None) -> None:
+    def add_error(self, error: BaseException, request: ChatRequest | None = None) -> Estimate | None:
         """What a failed call may still have been charged for, from its error's ``Charge``.
 
         Exactly when the service said so (a cut stream's usage, an unparsable 200's cost headers);
         estimated for a stream cut before its usage and for every try that failed after being sent.
         """
         if not isinstance(error, QwenError):
-            return
+            return None
         charge = error.charge
         model = (request.model if request is not None else "") or self.model or ""
         partial = charge.partial
+        if partial is not None and (partial.usage is not None or partial.reported_cost is not None):
+            estimate = self.add(partial, request)  # what the stream reported, and its unconfirmed tries
+            extra = charge.unconfirmed_tries - partial.unconfirmed_tries
+            estimate = estimate or Estimate.of(error.client_request_id, partial.model or model)
+            self._unconfirmed(extra, partial.model or model, request, estimate, partial.usage)
+            return self._file(estimate)
+        estimate = Estimate.of(error.client_request_id, model, error.inference_id)
         if partial is None:
             if charge.reported is not None:
-                self.add_charge(model, charge.reported)
-            self.add_unconfirmed(charge.unconfirmed_tries, model, request)
-            return
-        model = partial.model or model
-        if partial.usage is not None or partial.reported_cost is not None:
-            self.add(partial, request)  # what the stream reported, and the partial's unconfirmed tries
-            self.add_unconfirmed(
-                charge.unconfirmed_tries - partial.unconfirmed_tries, model, request, partial.usage
-            )
-            return
+                self._charge(model, charge.reported, None, estimate)
+            self._unconfirmed(charge.unconfirmed_tries, model, request, estimate)
+            return self._file(estimate)
         if not charge.reported_by_service:
-            self.add_cut_stream(partial, request)
-        self.add_unconfirmed(max(charge.unconfirmed_tries, partial.unconfirmed_tries), model, request)
+            self._cut(partial, request, estimate)
+        unconfirmed = max(charge.unconfirmed_tries, partial.unconfirmed_tries)
+        self._unconfirmed(unconfirmed, partial.model or model, request, estimate)
+        return self._file(estimate)
 
-    def add_cut_stream(self, partial: ChatCompletion, request: ChatRequest | None) -> None:
-        """A stream cut before its usage: the request's prompt and the text so far, estimated.
+    def add_cut_stream(self, partial: ChatCompletion, request: ChatRequest | None) -> Estimate | None:
+        """A stream cut before its usage (stopped from our side): its prompt and the text so far."""
+        estimate = Estimate.of(partial.client_request_id, partial.model or self.model or "")
+        self._cut(partial, request, estimate)
+        return self._file(estimate)
 
-        The completion estimate never passes the request's output cap: the service cannot bill more.
+    def _cut(self, partial: ChatCompletion, request: ChatRequest | None, estimate: Estimate) -> None:
+        usage = answer_usage(request, partial)
+        model = partial.model or (request.model if request is not None else "") or self.model or ""
+        estimate.kind = "cut_stream"
+        self._charge(model, self._estimate(model, usage), usage, estimate)
+
+    def _unconfirmed(
+        self,
+        tries: int,
+        model: str,
+        request: ChatRequest | None,
+        estimate: Estimate,
+        usage: Usage | None = None,
+    ) -> None:
+        """``tries`` that failed after being sent, each as one estimated charge.
+
+        Each is priced as the call's answer (``usage``: the same prompt, the answer's length) when
+        one arrived, else as the request's prompt and its output cap (0 if unbounded).
         """
-        answer, reasoning = generated_text(partial)
-        thinking = text_tokens(reasoning)
-        completion = text_tokens(answer) + thinking
-        prompt, cap = 0, 0
-        if request is not None:
-            prompt, cap = request_tokens(request), output_cap(request)
-        if cap:
-            completion, thinking = min(completion, cap), min(thinking, cap)
-        tokens = estimated_usage(prompt, completion, thinking)
-        model = partial.model or self.model or ""
-        self.add_charge(model, self._estimate(model, tokens), tokens)
+        if tries <= 0:
+            return
+        if usage is not None:
+            tokens = usage_of(usage.prompt_tokens, usage.completion_tokens, usage.reasoning_tokens)
+        else:
+            tokens = unsent_answer_usage(request)
+        cost = self._estimate(model, tokens)
+        estimate.kind = estimate.kind or "unconfirmed"
+        for _ in range(tries):
+            self._charge(model, cost, tokens, estimate)
+
+    def _charge(self, model: str, cost: Cost, usage: Usage | None, estimate: Estimate) -> None:
+        self.add_charge(model, cost, usage)
+        estimate.add(cost)
+
+    def _file(self, estimate: Estimate) -> Estimate | None:
+        if not estimate.kind:
+            return None
+        with self._lock:
+            self.total.estimates.append(estimate)
+        return estimate
 
     def _estimate(self, model: str, usage: Usage) -> Cost:
         return self.prices.estimate(model, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 COST_XCOM_KEY = "qwen_cost"
 COUNT_FIELDS = ("requests", "prompt_tokens", "completion_tokens", "reasoning_tokens", "total_tokens")
+MAX_ESTIMATES = 1000  # estimate entries kept per record; the rest are summed into one entry
+ESTIMATE_KINDS = ("cut_stream", "unconfirmed", "no_usage", "unfinished", "summed")
 
 
 def parse_usd(field_name: str, value: Any) -> Decimal | None:
@@ -31,6 +33,74 @@ def parse_usd(field_name: str, value: Any) -> Decimal | None:
 
 
 @dataclass
+class Estimate:
+    """One call whose cost is (partly) estimated: what it was estimated at, what the service confirmed
+    of it, and how to find it in the service's records (``client_request_id``, inference ids).
+
+    ``unsettled_usd`` is what the call may still cost beyond its estimate (up to its worst case):
+    budgets count it as spent until the service's figure replaces the estimate.
+    """
+
+    client_request_id: str | None
+    model: str
+    kind: str = ""  # one of ESTIMATE_KINDS; "" while nothing is estimated
+    estimated: Cost = field(default_factory=lambda: Cost(estimated=True))
+    reported: Cost = field(default_factory=Cost)
+    inference_ids: list[str] = field(default_factory=list)
+    unsettled_usd: Decimal = Decimal(0)
+
+    @classmethod
+    def of(cls, client_request_id: str | None, model: str, inference_id: str | None = None) -> Estimate:
+        return cls(client_request_id, model, inference_ids=[inference_id] if inference_id else [])
+
+    def add(self, cost: Cost) -> None:
+        """A charge of this call: estimated or confirmed."""
+        if cost.estimated:
+            self.estimated = self.estimated + cost
+        else:
+            self.reported = self.reported + cost
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "client_request_id": self.client_request_id,
+            "model": self.model,
+            "kind": self.kind,
+            "estimated_usd": usd_text(self.estimated.usd_spent),
+            "estimated_credits": self.estimated.credits_used,
+            "reported_usd": usd_text(self.reported.usd_spent),
+            "reported_credits": self.reported.credits_used,
+            "inference_ids": list(self.inference_ids),
+            "unsettled_usd": usd_text(self.unsettled_usd),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Estimate:
+        rid = data.get("client_request_id")
+        ids = data.get("inference_ids")
+        return cls(
+            client_request_id=str(rid) if rid else None,
+            model=str(data.get("model") or ""),
+            kind=str(data.get("kind") or "summed"),
+            estimated=Cost(_int(data.get("estimated_credits")), to_decimal(data.get("estimated_usd")), True),
+            reported=Cost(_int(data.get("reported_credits")), to_decimal(data.get("reported_usd"))),
+            inference_ids=[str(i) for i in ids] if isinstance(ids, list) else [],
+            unsettled_usd=to_decimal(data.get("unsettled_usd")),
+        )
+
+
+def _capped(estimates: list[Estimate]) -> list[Estimate]:
+    """At most MAX_ESTIMATES entries: past that, the rest summed into one (not reconcilable)."""
+    if len(estimates) <= MAX_ESTIMATES:
+        return estimates
+    rest = Estimate(None, "", kind="summed")
+    for one in estimates[MAX_ESTIMATES - 1 :]:
+        rest.estimated = rest.estimated + one.estimated
+        rest.reported = rest.reported + one.reported
+        rest.unsettled_usd += one.unsettled_usd
+    return [*estimates[: MAX_ESTIMATES - 1], rest]
+
+
+@dataclass
 class CostTotals:
     """Exact sums of requests, tokens and cost; ``tries`` and ``instances`` count what was summed."""
 
@@ -43,10 +113,21 @@ class CostTotals:
     models: set[str] = field(default_factory=set)
     tries: int = 0
     instances: int = 0
+    estimates: list[Estimate] = field(default_factory=list)
 
     @property
     def usd_spent(self) -> Decimal:
         return self.cost.usd_spent
+
+    @property
+    def usd_unsettled(self) -> Decimal:
+        """What the estimated calls may still cost beyond their estimates (see ``Estimate``)."""
+        return sum((e.unsettled_usd for e in self.estimates), Decimal(0))
+
+    @property
+    def usd_at_most(self) -> Decimal:
+        """The most this can have cost: spent plus unsettled. Budgets count this."""
+        return self.usd_spent + self.usd_unsettled
 
     def add(self, completion: ChatCompletion) -> Cost:
         """One paid response; returns its cost."""
@@ -76,6 +157,13 @@ class CostTotals:
         )
         if record.get("model"):
             self.models.add(str(record["model"]))
+        estimates = record.get("estimates")
+        if isinstance(estimates, list):
+            self.estimates.extend(Estimate.from_dict(e) for e in estimates if isinstance(e, Mapping))
+        elif to_decimal(record.get("usd_unsettled")):  # a record whose entries were not kept
+            self.estimates.append(
+                Estimate(None, "", "summed", unsettled_usd=to_decimal(record["usd_unsettled"]))
+            )
         self.tries += 1
 
     def merge(self, other: CostTotals) -> None:
@@ -85,6 +173,7 @@ class CostTotals:
         self.models |= other.models
         self.tries += other.tries
         self.instances += other.instances
+        self.estimates.extend(other.estimates)
 
     def fields(self) -> dict[str, Any]:
         """The summed ``qwen_cost`` fields, JSON-safe (USD as an exact decimal string)."""
@@ -93,6 +182,7 @@ class CostTotals:
             "credits_used": self.cost.credits_used,
             "usd_spent": usd_text(self.cost.usd_spent),
             "estimated": self.cost.estimated,
+            "usd_unsettled": usd_text(self.usd_unsettled),
         }
 
     def charge_fields(self) -> dict[str, Any]:
@@ -143,6 +233,7 @@ class CostRecord:
     def to_xcom(self) -> dict[str, Any]:
         """JSON-safe, the documented shape."""
         data: dict[str, Any] = {"model": self.model, **self.totals.fields(), "try_number": self.try_number}
+        data["estimates"] = [e.to_dict() for e in _capped(self.totals.estimates)]
         if self.tries is not None:
             data["tries"] = [one.to_xcom() for one in self.tries]
         return data

@@ -14,15 +14,26 @@ from functools import cached_property
 from airflow_provider_qwen.client.errors import BudgetExceededError
 from airflow_provider_qwen.client.pricing import PriceTable
 from airflow_provider_qwen.cost.budget import Budget, RefusalFactory
-from airflow_provider_qwen.cost.journal import CostJournal
+from airflow_provider_qwen.cost.journal import CostJournal, JournalError
 from airflow_provider_qwen.cost.ledger import TryLedger
 from airflow_provider_qwen.cost.record import CostRecord
+from airflow_provider_qwen.cost.run_budget import Hold, HoldStore, RunShare
 
 log = logging.getLogger(__name__)
 
+JOURNAL_FIX = (
+    "fix the storage ([qwen] storage_base: a folder or bucket every worker can write; Airflow 3.3's "
+    "task state store needs none) or drop the budget"
+)
+
 
 class TaskCost:
-    """Ledger, budgets and records of one task try (Airflow hands in the journal and the run reader)."""
+    """Ledger, budgets and records of one task try (Airflow hands in the journal and the run's store).
+
+    :param journal: opens the task instance's cost journal (None: none, as outside a task run).
+    :param run_store: opens the run's shared store of claims (for ``dag_run_budget_usd``).
+    :param instance: this task instance's name in that store.
+    """
 
     def __init__(
         self,
@@ -33,36 +44,65 @@ class TaskCost:
         model: str | None = None,
         try_number: int | None = None,
         journal: Callable[[], CostJournal] | None = None,
-        other_tasks_usd: Callable[[], Decimal] = lambda: Decimal(0),
+        run_store: Callable[[], HoldStore] | None = None,
+        instance: str = "",
         refusal: RefusalFactory = BudgetExceededError,
     ) -> None:
         self.prices = prices
         self.model = model
         self.try_number = try_number
         self._journal = journal
+        self._run_store = run_store
+        self._instance = instance
+        self._refusal = refusal
         self.ledger = TryLedger(prices, model)
+        run = None
+        if dag_run_budget_usd is not None and run_store is not None:
+            run = RunShare(dag_run_budget_usd, run_store(), instance)
         self.budget = Budget(
             prices=prices,
-            spent=lambda: self.ledger.spent_usd,
+            spent=lambda: self.ledger.total.usd_at_most,
             max_cost_usd=max_cost_usd,
             dag_run_budget_usd=dag_run_budget_usd,
-            earlier_usd=lambda: sum((r.usd_spent for r in self.earlier_tries), Decimal(0)),
+            earlier_usd=lambda: sum((r.totals.usd_at_most for r in self.earlier_tries), Decimal(0)),
             earlier_tries=lambda: len(self.earlier_tries),
-            other_tasks_usd=other_tasks_usd,
+            run=run,
+            claim=self._claim if journal is not None else None,
             refusal=refusal,
         )
 
     @cached_property
     def journal(self) -> CostJournal:
         """The task's journal, opened on first use (None: no journal, as outside a task run)."""
-        return self._journal() if self._journal is not None else CostJournal(None)
+        if self._journal is None:
+            return CostJournal(None)
+        try:
+            return self._journal()
+        except JournalError:
+            raise
+        except Exception as exc:
+            raise JournalError(f"the Qwen cost journal cannot be opened: {exc}") from None
 
     @cached_property
     def earlier_tries(self) -> list[CostRecord]:
-        """The journal's records of this task instance's earlier tries (their XComs are gone)."""
+        """The journal's records of this task instance's earlier tries (their XComs are gone).
+
+        Under a budget a journal that cannot be read refuses the request (fail closed)."""
         if self.try_number is None:
             return []
-        return [r for r in self.journal.read() if (r.try_number or 0) < self.try_number]
+        try:
+            return [r for r in self.journal.read() if (r.try_number or 0) < self.try_number]
+        except JournalError as exc:
+            if self.budget.limited:
+                raise self._refusal(f"{exc}: the budget cannot count earlier tries; {JOURNAL_FIX}") from None
+            log.warning("%s: earlier tries are not counted in this task's qwen_cost", exc)
+            return []
+
+    def _claim(self, usd: Decimal) -> None:
+        try:
+            self.journal.claim(self.try_number, usd, self.model)
+        except JournalError as exc:
+            raise self._refusal(f"{exc}: a retry could not count this try; {JOURNAL_FIX}; not sent") from None
 
     @property
     def spent_usd(self) -> Decimal:
@@ -75,14 +115,29 @@ class TaskCost:
 
     def record(self) -> CostRecord:
         """The ``qwen_cost`` record: every try of this task instance so far."""
-        return CostRecord.combine(
-            [*self.earlier_tries, self.try_record()], model=self.model, try_number=self.try_number
-        )
+        try:
+            earlier = self.earlier_tries
+        except BudgetExceededError:
+            earlier = []  # the refusal already said why; the record still shows this try
+        return CostRecord.combine([*earlier, self.try_record()], model=self.model, try_number=self.try_number)
 
     def finish(self) -> CostRecord:
-        """Journal this try (a failure to is logged, not raised) and return the task's record."""
+        """Journal this try, settle its run claim, return the task's record (failures are logged:
+        the try is over; a retry then counts this try at its last claim)."""
+        record = self.record()
         try:
             self.journal.write(self.try_record())
         except Exception as exc:
-            log.warning("could not write the Qwen cost journal (a retry will not see this try): %s", exc)
-        return self.record()
+            log.warning("%s: a retry will count this try at its last claim, or not at all", exc)
+        try:
+            self._settle_run(record.totals.usd_at_most)
+        except Exception as exc:
+            log.warning("could not publish this task's spend to the run's budget claims: %s", exc)
+        return record
+
+    def _settle_run(self, at_most: Decimal) -> None:
+        """Publish what this instance spent at most, so the run's budgeted tasks count it."""
+        if self.budget.run is not None:
+            self.budget.run.settle(at_most)
+        elif self._run_store is not None:
+            self._run_store().publish(Hold(self._instance, at_most, at_most))

@@ -3,17 +3,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_qwen.client.errors import BudgetExceededError
-from airflow_provider_qwen.client.pricing import PriceTable
-from airflow_provider_qwen.cost.record import COST_XCOM_KEY, records_usd
+from airflow_provider_qwen.client.pricing import PriceTable, to_decimal, usd_text
+from airflow_provider_qwen.cost.record import COST_XCOM_KEY
 from airflow_provider_qwen.cost.report import RunCost
+from airflow_provider_qwen.cost.run_budget import Hold
 from airflow_provider_qwen.cost.task import TaskCost
+
+CLAIM_XCOM_KEY = "qwen_run_claim"
 
 
 class BudgetRefusedError(BudgetExceededError, AirflowFailException):  # type: ignore[misc]
@@ -30,22 +33,40 @@ def pull_cost_records(ti: Any, task_ids: Iterable[str], **where: Any) -> dict[st
     return found
 
 
-def other_tasks_reader(context: Mapping[str, Any], task_ids: Iterable[str]) -> Callable[[], Decimal]:
-    """What the run's other Qwen task instances spent, from their ``qwen_cost`` XComs.
+class XComHolds:
+    """The run's claims on ``dag_run_budget_usd``: each task instance's in its own XCom, read
+    through the Task SDK (the API server's database makes publish-then-read linearizable)."""
 
-    This task instance's own XCom was cleared when this try started, so it is not counted twice;
-    other map indexes of the same task are counted.
-    """
-    ti = context.get("ti")
-    ids = list(task_ids)
+    def __init__(self, ti: Any, task_ids: Iterable[str], instance: str) -> None:
+        self.ti = ti
+        self.task_ids = list(task_ids)
+        self.instance = instance
 
-    def read() -> Decimal:
-        if ti is None or not ids:
-            return Decimal(0)
-        records = pull_cost_records(ti, ids)
-        return records_usd(r for values in records.values() for r in values)
+    def publish(self, hold: Hold) -> None:
+        self.ti.xcom_push(
+            key=CLAIM_XCOM_KEY,
+            value={
+                "instance": hold.instance,
+                "claimed_usd": usd_text(hold.claimed_usd),
+                "at_most_usd": usd_text(hold.at_most_usd),
+            },
+        )
 
-    return read
+    def others(self) -> list[Hold]:
+        values = self.ti.xcom_pull(task_ids=self.task_ids, key=CLAIM_XCOM_KEY) if self.task_ids else []
+        holds = {}
+        for value in values or []:
+            if isinstance(value, Mapping) and value.get("instance") not in (None, self.instance):
+                name = str(value["instance"])
+                claimed, at_most = to_decimal(value.get("claimed_usd")), to_decimal(value.get("at_most_usd"))
+                holds[name] = Hold(name, claimed, at_most)
+        return list(holds.values())
+
+
+def instance_name(ti: Any) -> str:
+    """``task_id[map_index]``: a task instance's name among the run's claims."""
+    map_index = getattr(ti, "map_index", -1)
+    return f"{ti.task_id}[{map_index if isinstance(map_index, int) else -1}]"
 
 
 def task_cost(
@@ -57,13 +78,16 @@ def task_cost(
     model: str | None = None,
     task_ids: Iterable[str] = (),
 ) -> TaskCost:
-    """The ``TaskCost`` of the try running in ``context``: its journal, its run's other tasks
-    (``task_ids``: the run's Qwen tasks), and refusals that fail the task without retries."""
+    """The ``TaskCost`` of the try running in ``context``: its journal, the run's claims (``task_ids``:
+    the run's Qwen tasks), and refusals that fail the task without retries."""
     from airflow_provider_qwen.storage import cost_journal
 
     context = context or {}
     ti = context.get("ti")
     try_number = getattr(ti, "try_number", None)
+    in_a_run = ti is not None and isinstance(getattr(ti, "task_id", None), str)
+    instance = instance_name(ti) if in_a_run else ""
+    holds = XComHolds(ti, task_ids, instance) if in_a_run else None
     return TaskCost(
         prices=prices,
         max_cost_usd=max_cost_usd,
@@ -71,7 +95,8 @@ def task_cost(
         model=model,
         try_number=try_number if isinstance(try_number, int) else None,
         journal=lambda: cost_journal(context),
-        other_tasks_usd=other_tasks_reader(context, task_ids),
+        run_store=(lambda: holds) if holds is not None else None,
+        instance=instance,
         refusal=BudgetRefusedError,
     )
 

@@ -35,6 +35,31 @@ class FakeRun:
         """An XCom left by a task that ran earlier in the run."""
         self.xcoms[(task_id, map_index, "qwen_cost")] = record
 
+    def put_claim(
+        self, task_id: str, claimed: str, at_most: str | None = None, *, map_index: int = -1
+    ) -> None:
+        """A claim on the run budget published by another task instance of the run."""
+        self.xcoms[(task_id, map_index, "qwen_run_claim")] = {
+            "instance": f"{task_id}[{map_index}]",
+            "claimed_usd": claimed,
+            "at_most_usd": at_most if at_most is not None else claimed,
+        }
+
+
+class FakeStateStore:
+    """Airflow 3.3's ``context["task_state_store"]``: JSON values by key, kept across tries."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
+        if value is None:
+            raise ValueError("Cannot set value as None")
+        self.values[key] = value
+
 
 class RunTI:
     """The slice of a RuntimeTaskInstance cost code uses, over a FakeRun's XComs."""

@@ -13,6 +13,7 @@ import pytest
 from airflow_provider_qwen.client.client import QwenClient
 from airflow_provider_qwen.client.models import CallInfo, ChatCompletion, ChatCompletionChunk
 from airflow_provider_qwen.client.pricing import Cost, PriceTable
+from airflow_provider_qwen.client.request import build_request
 from tests.support.client_helpers import bind
 
 MODEL = "alibaba/qwen3.7-max"
@@ -82,7 +83,9 @@ def test_without_a_reported_cost_the_client_estimates_from_tokens(fixture_path: 
     data = load(fixture_path, "qwen3.7-max-response.json")
     del data["meta"]
     with QwenClient("k", base_url="http://127.0.0.1:9/v1") as client:
-        completion = client._finish(ChatCompletion.model_validate(data), httpx.Headers(), MODEL, "rid")
+        completion = client._finish(
+            ChatCompletion.model_validate(data), httpx.Headers(), build_request("hi", model=MODEL), "rid"
+        )
     cost = completion.cost
     assert cost.estimated is True
     # shipped price: 2.60 in / 7.80 out per 1M; reasoning tokens are in completion_tokens
@@ -176,7 +179,7 @@ def test_estimates_use_the_given_price_table():
     )
     table = PriceTable().with_overrides({MODEL: {"input": "1", "output": "2"}})
     with QwenClient("k", base_url="http://127.0.0.1:9/v1", prices=table) as client:
-        bound = client._finish(completion, httpx.Headers(), MODEL, "rid")
+        bound = client._finish(completion, httpx.Headers(), build_request("hi", model=MODEL), "rid")
     assert bound.cost.usd_spent == Decimal("0.001")
 
 

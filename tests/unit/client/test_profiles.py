@@ -15,6 +15,7 @@ from airflow_provider_qwen.client.profiles import (
     FLAGSHIP_FIELDS,
     GENERIC,
     KNOWN_FIELDS,
+    LISTED,
     PROFILES,
     ModelProfile,
     profile_for,
@@ -64,7 +65,6 @@ def test_each_model_of_the_line_resolves_by_id_and_alias_with_its_window(model: 
     assert model in profile.model_ids
     assert alias in profile.aliases
     assert profile.context_window == window
-    assert profile.price_key == model
 
 
 def test_the_profiles_cover_exactly_the_published_models_once():
@@ -83,7 +83,6 @@ def test_structured_output_follows_the_schema_and_defaults_hold():
     for profile in PROFILES:
         expected = "response_format" if "response_format" in profile.fields else "tool_call"
         assert profile.structured_output == expected, profile.family
-        assert profile.unknown_price == "dearest", profile.family
         assert profile.index0_tool_calls is True, profile.family
     assert profile_for("alibaba/qwen3.8-max").structured_output == "tool_call"
     assert profile_for("alibaba/qwen3.6-flash").structured_output == "response_format"
@@ -93,7 +92,7 @@ def test_a_profile_is_frozen_and_refuses_a_structured_mode_it_cannot_serve():
     with pytest.raises(dataclasses.FrozenInstanceError):
         profile_for("alibaba/qwen3.7-max").context_window = 1  # type: ignore[misc]
     with pytest.raises(ValueError, match="needs response_format"):
-        ModelProfile("x", ("v/x",), frozenset({"tools"}), 1, "response_format", price_key="v/x")
+        ModelProfile("x", ("v/x",), frozenset({"tools"}), 1, "response_format")
 
 
 def test_the_request_declares_every_field_of_every_profile():
@@ -257,10 +256,8 @@ def test_the_bounds_of_the_profile_fields_hold_at_their_edges():
 def test_an_unknown_model_keeps_the_flagship_field_set_and_any_extra_body():
     assert profile_for("vendor/other") is GENERIC
     assert GENERIC.context_window is None
-    assert GENERIC.price_key is None
     assert GENERIC.fields == FLAGSHIP_FIELDS == profile_for("alibaba/qwen3.7-max").fields
     assert GENERIC.structured_output == "tool_call"
-    assert GENERIC.unknown_price == "dearest"
     body = build_request(
         HI,
         model="vendor/other",
@@ -304,9 +301,11 @@ def test_profile_windows_match_the_published_model_list():
     table = (SHARED / "qwen-models.md").read_text()
     rows = re.findall(r"^\|\s*([^|\s]+)\s*\|\s*([\d,]+)\s*\|", table, flags=re.M)
     windows = {model: int(window.replace(",", "")) for model, window in rows}
-    for profile in PROFILES:
+    for profile in (*PROFILES, *LISTED):
         for model in profile.model_ids:
             assert windows[model] == profile.context_window, model
+    chat = {m for m in windows if not re.search(r"image|wan|omni|vl-|captioner|z-image", m)}
+    assert chat <= {m for p in (*PROFILES, *LISTED) for m in p.model_ids}  # every chat model has a window
 
 
 @needs_shared

@@ -12,14 +12,12 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_provider_qwen.client.errors import BudgetExceededError
 from airflow_provider_qwen.client.pricing import Cost, PriceTable
 from airflow_provider_qwen.client.request import build_request
-from airflow_provider_qwen.cost import budget as budget_module
 from airflow_provider_qwen.cost.budget import worst_case_usd
-from airflow_provider_qwen.cost.record import CostRecord
 from airflow_provider_qwen.cost.task import TaskCost
 from airflow_provider_qwen.operators.base import QwenBaseOperator, qwen_task_ids
 from airflow_provider_qwen.operators.chat import QwenChatOperator
 from airflow_provider_qwen.operators.spend import BudgetRefusedError, task_cost
-from tests.support.cost_fakes import FakeRun, cost_record
+from tests.support.cost_fakes import FakeRun
 from tests.support.operator_fakes import MODEL, answer, run, with_client
 
 PRICES = PriceTable()
@@ -51,7 +49,7 @@ def test_refuses_a_request_the_task_budget_would_not_cover_and_sends_nothing(moc
     assert client.requests == []
     message = str(caught.value)
     assert "max_cost_usd=0.005 would be passed" in message
-    assert "spent 0 USD" in message
+    assert "spent at most 0 USD" in message
     assert "not sent" in message
     # a retry would be refused too: Airflow fails the task without retrying
     assert isinstance(caught.value, AirflowFailException)
@@ -87,7 +85,7 @@ def test_without_an_output_cap_the_budget_stops_further_requests_once_reached(mo
     cost.budget.check(request)  # 0.0012 + a small prompt still fits
     cost.ledger.add(answer(usd=Decimal("0.0012")))  # the answer's length was not bounded: 0.0024 > budget
     assert cost.spent_usd == Decimal("0.0024")
-    with pytest.raises(BudgetRefusedError, match=r"spent 0\.0024 USD"):
+    with pytest.raises(BudgetRefusedError, match=r"spent at most 0\.0024 USD"):
         cost.budget.check(request)
 
 
@@ -109,7 +107,7 @@ def test_run_budget_refuses_the_second_task_of_a_run(mocker):
     assert len(client.requests) == 1  # only the first task's request was sent
     message = str(caught.value)
     assert "dag_run_budget_usd=0.0015 would be passed" in message
-    assert "0.001 by other tasks" in message
+    assert "0.001 USD spent at most by the run's other task instances" in message
     assert fake_run.xcoms[("second", -1, "qwen_cost")]["requests"] == 0
 
 
@@ -129,40 +127,44 @@ def test_run_spend_counts_every_map_index_and_earlier_tries_of_other_tasks():
         QwenChatOperator(task_id="single", prompt="?")
         EmptyOperator(task_id="plain")
     fake_run = FakeRun()
-    fake_run.put("mapped", cost_record("0.25"), map_index=0)
-    fake_run.put("mapped", cost_record("0.5"), map_index=1)
-    retried = [cost_record("0.125", try_number=1), cost_record("0.125", try_number=2)]
-    fake_run.put(
-        "single",
-        CostRecord.combine([CostRecord.from_xcom(r) for r in retried], model=MODEL, try_number=2).to_xcom(),
-    )
-    fake_run.put("plain", {"usd_spent": "100"})  # not a Qwen task: not read
+    fake_run.put_claim("mapped", "0.25", map_index=0)
+    fake_run.put_claim("mapped", "0.5", map_index=1)
+    fake_run.put_claim("single", "0.25")  # its claim covers both its tries
+    fake_run.xcoms[("plain", -1, "qwen_run_claim")] = {"instance": "plain[-1]", "claimed_usd": "100"}
     ti = fake_run.ti("mapped", map_index=2)
     cost = task_cost({"ti": ti}, prices=PRICES, dag_run_budget_usd=Decimal(1), task_ids=qwen_task_ids(dag))
     assert qwen_task_ids(dag) == ["mapped", "single"]
-    assert cost.budget.other_tasks_usd() == Decimal("1.00")
-    assert [p["task_ids"] for p in fake_run.pulls] == [["mapped"], ["single"]]
-    with pytest.raises(BudgetRefusedError, match=r"spent 1 USD so far"):
+    with pytest.raises(BudgetRefusedError, match=r"1 USD spent at most by the run's other task instances"):
         cost.budget.check(_request())
+    assert ("mapped", 2, "qwen_run_claim") not in fake_run.xcoms  # nothing fit: nothing claimed
+    assert {tuple(p["task_ids"]) for p in fake_run.pulls} == {("mapped", "single")}
 
 
-def test_run_spend_is_reread_only_after_its_ttl(monkeypatch):
+def test_a_claim_covers_a_lease_of_requests_and_is_settled_at_the_end():
     dag, *_ = _two_task_dag()
     fake_run = FakeRun()
-    fake_run.put("first", cost_record("0.1"))
-    cost = task_cost(
-        {"ti": fake_run.ti("second")},
-        prices=PRICES,
-        dag_run_budget_usd=Decimal(1),
-        task_ids=qwen_task_ids(dag),
-    )
+    fake_run.put_claim("first", "0.1")
+    ti = fake_run.ti("second")
+    cost = task_cost({"ti": ti}, prices=PRICES, dag_run_budget_usd=Decimal(1), task_ids=qwen_task_ids(dag))
     cost.budget.check(_request())
+    claim = ti.pushed["qwen_run_claim"]
+    assert claim["instance"] == "second[-1]"
+    assert Decimal(claim["claimed_usd"]) >= worst_case_usd(_request(), PRICES) * 2  # a lease, not one
+    reads = len(fake_run.pulls)
     cost.budget.check(_request())
-    assert len(fake_run.pulls) == 2  # one read of each Qwen task for both checks
-    fake_run.put("first", cost_record("0.2"))
-    monkeypatch.setattr(budget_module, "RUN_SPEND_TTL_S", -1.0)
-    assert cost.budget.other_tasks_usd() == Decimal("0.2")
-    assert len(fake_run.pulls) == 4
+    assert len(fake_run.pulls) == reads  # within the lease: no read of the run's claims
+    cost.finish()
+    assert ti.pushed["qwen_run_claim"]["claimed_usd"] == "0"  # settled: nothing was spent
+
+
+def test_an_unknown_model_under_a_budget_is_refused_unless_priced():
+    request = build_request("hi", model="acme/unknown-model", max_completion_tokens=10)
+    cost = TaskCost(try_number=1, prices=PRICES, max_cost_usd=Decimal(1), refusal=BudgetRefusedError)
+    with pytest.raises(BudgetExceededError, match=r"model='acme/unknown-model' has no known price"):
+        cost.budget.check(request)
+    priced = PRICES.with_overrides({"acme/unknown-model": {"input": "1", "output": "2"}})
+    TaskCost(try_number=1, prices=priced, max_cost_usd=Decimal(1)).budget.check(request)
+    TaskCost(try_number=1, prices=PRICES).budget.check(request)  # no budget: nothing to bound
 
 
 def test_no_budget_means_no_xcom_reads():

@@ -98,6 +98,8 @@ def test_the_ledger_record_is_json_safe_with_an_exact_usd_string():
         "total_tokens": 1796,
         "credits_used": 34776,
         "usd_spent": "0.017388",
+        "usd_unsettled": "0",
+        "estimates": [],
         "estimated": True,  # one charge was an estimate: the total is flagged
         "try_number": 2,
     }

@@ -25,7 +25,8 @@ from airflow_provider_qwen.client.errors import (
 from airflow_provider_qwen.client.models import ChatCompletion
 from airflow_provider_qwen.client.pricing import Cost, PriceTable, credits_from_usd, usd_text
 from airflow_provider_qwen.client.request import build_request
-from airflow_provider_qwen.client.tokens import prompt_tokens, request_text, text_tokens
+from airflow_provider_qwen.client.estimate import ANSWER_FRAMING_TOKENS, TOOL_CALL_FRAMING_TOKENS
+from airflow_provider_qwen.client.tokens import request_tokens, text_tokens
 from airflow_provider_qwen.cost.budget import worst_case_usd
 from airflow_provider_qwen.cost.record import CostTotals
 from airflow_provider_qwen.cost.task import TaskCost
@@ -240,14 +241,18 @@ def test_a_failed_call_records_its_unconfirmed_tries_at_the_requests_worst_case(
     cost.ledger.add_error(error, capped)
     record = cost.record().to_xcom()
     assert record["requests"] == 2
-    assert Decimal(record["usd_spent"]) == 2 * worst_case_usd(capped, PRICES)
+    assert Decimal(record["usd_spent"]) == 2 * PRICE.usd(request_tokens(capped), 300)  # prompt + cap each
+    assert Decimal(record["usd_spent"]) <= 2 * worst_case_usd(capped, PRICES)
     assert record["estimated"] is True
+    assert [(e["kind"], e["estimated_usd"]) for e in record["estimates"]] == [
+        ("unconfirmed", record["usd_spent"])
+    ]
 
     unbounded = TaskCost(try_number=1, prices=PRICES, model=MODEL)
     request = build_request("Summarise the notes.", model=MODEL)
     error = APITimeoutError("no answer in time", charge=Charge(unconfirmed_tries=1))
     unbounded.ledger.add_error(error, request)
-    prompt = prompt_tokens(request_text(request))
+    prompt = request_tokens(request)
     assert unbounded.record().to_xcom()["prompt_tokens"] == prompt
     assert unbounded.spent_usd == PRICE.usd(prompt, 0)
 
@@ -291,9 +296,10 @@ def test_a_stream_cut_before_its_usage_is_estimated_from_the_request_and_the_tex
     error = StreamError("the stream was cut after 4 chunks", charge=Charge(partial=cut))
     cost.ledger.add_error(error, request)
     record = cost.record().to_xcom()
-    prompt = prompt_tokens(request_text(request))
+    prompt = request_tokens(request)
     reasoning = text_tokens("thinking…")
-    completion_tokens = text_tokens('ÜberInvoice{"total": 4') + reasoning
+    framing = ANSWER_FRAMING_TOKENS + TOOL_CALL_FRAMING_TOKENS  # </think>, <|im_end|>, one tool call
+    completion_tokens = text_tokens('ÜberInvoice{"total": 4') + reasoning + framing
     assert (record["requests"], record["estimated"]) == (1, True)
     assert (record["prompt_tokens"], record["completion_tokens"]) == (prompt, completion_tokens)
     assert record["reasoning_tokens"] == reasoning
@@ -309,7 +315,8 @@ def test_a_cut_streams_completion_estimate_never_passes_the_output_cap():
     cost.ledger.add_error(error, request)
     record = cost.record().to_xcom()
     assert (record["completion_tokens"], record["reasoning_tokens"]) == (5, 5)
-    assert cost.spent_usd == worst_case_usd(request, PRICES)  # no more than the budget held for it
+    assert cost.spent_usd == PRICE.usd(request_tokens(request), 5)
+    assert cost.spent_usd <= worst_case_usd(request, PRICES)  # no more than the budget held for it
 
 
 def test_a_stream_cut_before_any_text_still_records_the_prompt():
@@ -317,7 +324,7 @@ def test_a_stream_cut_before_any_text_still_records_the_prompt():
     request = build_request("hi", model=MODEL)
     error = StreamError("the stream was cut after 0 chunks", charge=Charge(partial=partial()))
     cost.ledger.add_error(error, request)
-    assert cost.spent_usd == PRICE.usd(prompt_tokens(request_text(request)), 0)
+    assert cost.spent_usd == PRICE.usd(request_tokens(request), 0)
     assert cost.record().to_xcom()["requests"] == 1
 
 
@@ -331,8 +338,8 @@ def test_a_cut_stream_through_the_operator_is_recorded_as_an_estimate(mocker, ap
     behind_hook(mocker, qwen)
     op = QwenChatOperator(task_id="chat", prompt="Greet the world.", stream=True)
     record, _ = failed_run(op, StreamError)
-    prompt = prompt_tokens(request_text(request_for(op)))
-    completion_tokens = text_tokens("Hello wor") + text_tokens("Let me see")
+    prompt = request_tokens(request_for(op))
+    completion_tokens = text_tokens("Hello wor") + text_tokens("Let me see") + ANSWER_FRAMING_TOKENS
     assert (record["requests"], record["estimated"]) == (1, True)
     assert (record["prompt_tokens"], record["completion_tokens"]) == (prompt, completion_tokens)
     assert Decimal(record["usd_spent"]) == PRICE.usd(prompt, completion_tokens)
@@ -370,8 +377,9 @@ def test_under_a_budget_a_possibly_paid_failure_is_not_retried_and_is_recorded(m
     assert len(calls.requests) == 1
     worst = worst_case_usd(request_for(op), PRICES)
     assert (record["requests"], record["estimated"]) == (1, True)
-    assert Decimal(record["usd_spent"]) == worst  # exactly what was reserved for the call
-    assert worst <= Decimal("0.01")
+    assert Decimal(record["usd_spent"]) == PRICE.usd(request_tokens(request_for(op)), 100)
+    # the rest of what was reserved stays counted until the service's figure replaces the estimate
+    assert Decimal(record["usd_spent"]) + Decimal(record["usd_unsettled"]) == worst <= Decimal("0.01")
 
 
 def test_under_a_budget_failures_before_sending_are_still_retried(mocker, api, qwen):
