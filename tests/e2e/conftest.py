@@ -30,6 +30,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS_SOURCE = REPO / "dags"
+TEST_DAGS = Path(__file__).resolve().parent / "dags"
 ARTIFACTS = REPO / "test-artifacts"
 EXAMPLE_TAG = "qwen-example"
 API_KEY = "sk-e2e-SECRET-4242"  # distinctive: any trace of it in a log is a leak
@@ -276,6 +277,8 @@ def deployment(
     """api-server, scheduler, dag-processor and triggerer on loopback; stopped at the end, always."""
     home = tmp_path_factory.mktemp("airflow_e2e")
     shutil.copytree(DAGS_SOURCE, home / "dags", ignore=shutil.ignore_patterns("__pycache__"))
+    for test_dag in TEST_DAGS.glob("*.py"):  # DAGs the e2e tests run beside the examples
+        shutil.copy(test_dag, home / "dags" / test_dag.name)
     (home / "passwords.json").write_text(json.dumps({USERNAME: PASSWORD}))
     logs = home / "components"
     logs.mkdir()

@@ -1,0 +1,41 @@
+"""``dag_run_budget_usd`` on a real deployment: parallel mapped task instances never pass it together."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+
+import pytest
+
+from tests.e2e.conftest import Deployment
+from tests.e2e.test_deployment import task_instances, xcom
+
+pytestmark = pytest.mark.e2e
+
+DAG_ID = "qwen_run_budget"
+BUDGET = Decimal("0.04")
+
+
+def test_parallel_mapped_tasks_stay_within_the_run_budget(deployment: Deployment) -> None:
+    assert deployment.api is not None
+    deadline = time.monotonic() + 90
+    while deployment.api.get(f"/api/v2/dags/{DAG_ID}").status_code != 200:
+        assert time.monotonic() < deadline, f"{DAG_ID} was not parsed"
+        time.sleep(1.0)
+    assert deployment.api.patch(f"/api/v2/dags/{DAG_ID}", json={"is_paused": False}).status_code == 200
+    billed_before = deployment.emulator.total_charged()[1]
+    response = deployment.api.post(f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None})
+    assert response.status_code == 200, response.text
+    run = deployment.wait_for_run(DAG_ID, response.json()["dag_run_id"], timeout=300)
+
+    tis = task_instances(deployment, run)
+    assert len(tis) == 6
+    spent = [Decimal(xcom(deployment, run, "chat", "qwen_cost", t["map_index"])["usd_spent"]) for t in tis]
+    billed = deployment.emulator.total_charged()[1] - billed_before
+    assert sum(spent) == billed  # every paid answer counted
+    assert billed <= BUDGET  # never above 1.00x, with four instances at once
+    claims = [xcom(deployment, run, "chat", "qwen_run_claim", t["map_index"]) for t in tis]
+    assert {c["instance"] for c in claims} == {f"chat[{t['map_index']}]" for t in tis}
+    assert all(Decimal(c["claimed_usd"]) == Decimal(c["at_most_usd"]) for c in claims)  # all settled
+    succeeded = [t for t in tis if t["state"] == "success"]
+    assert succeeded, [t["state"] for t in tis]
