@@ -38,7 +38,7 @@ from airflow_provider_qwen.testing.faults import Fault
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "alibaba/qwen3.7-max"
 DIGITS = "".join(str(i % 10) for i in range(60_000))
-CJK = "季度运营报告：部署按时完成，延迟保持在四百毫秒以下，两起客户升级已关闭。" * 800
+CJK = "季度运营报告：部署按时完成，延迟保持在四百毫秒以下，两起客户升级已关闭。" * 800  # noqa: RUF001 - CJK punctuation is the point
 
 
 def billed(emulator: QwenEmulator, before: Decimal) -> Decimal:
