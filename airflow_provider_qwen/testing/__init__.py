@@ -9,9 +9,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from airflow_provider_qwen.testing.emulator import Charge, Fault, LoggedRequest, QwenEmulator
+    from airflow_provider_qwen.testing.emulator import (
+        Charge,
+        ChargeRecord,
+        Fault,
+        LoggedRequest,
+        QwenEmulator,
+    )
 
-__all__ = ["Charge", "Fault", "LoggedRequest", "QwenEmulator"]
+__all__ = ["Charge", "ChargeRecord", "Fault", "LoggedRequest", "QwenEmulator"]
 
 
 def __getattr__(name: str) -> Any:

@@ -12,15 +12,18 @@
   tool when ``parallel_tool_calls`` is true; ``"auto"`` (the default with tools) calls the first tool
   unless the last message is a tool result, when it answers in text. Arguments come from the tool's
   parameters schema and validate against it (see ``values.py``).
-- Tokens: about one per 4 characters (at least 1 for any text); ``completion_tokens`` includes
-  reasoning. Cost: exact Decimal from a price table (USD per 1M tokens, reasoning billed as output);
-  credits are rounded up to an integer and ``usd = credits / 2,000,000``, as the service reports.
+- Structured output: ``response_format`` ``json_schema`` makes the content a JSON instance of the
+  schema (``json_object``: a small JSON object), built like tool arguments (see ``values.py``).
+- Tokens: the service's, from the Qwen3.5/3.6 vocabulary and chat template (``template.py``):
+  ``prompt_tokens`` of the rendered prompt, ``completion_tokens`` of the generated reasoning,
+  content and tool calls. A token budget cuts text at a token boundary. Cost: exact Decimal from a
+  price table (USD per 1M tokens, reasoning billed as output); credits are rounded up to an integer
+  and ``usd = credits / 2,000,000``, as the service reports.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -28,6 +31,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from airflow_provider_qwen.testing import template, vocabulary
 from airflow_provider_qwen.testing.billing import Prices
 from airflow_provider_qwen.testing.values import (
     UnsupportedSchema,
@@ -36,16 +40,14 @@ from airflow_provider_qwen.testing.values import (
     tool_arguments,
 )
 
-CHARS_PER_TOKEN = 4
-MESSAGE_OVERHEAD_TOKENS = 4
 SUMMARY_SENTENCES = 3
 SUMMARY_CHARS = 480
 REASONING_LINES = {"low": 2, "medium": 4, "high": 7}
 
 
 def count_tokens(text: str) -> int:
-    """Tokens of ``text``: one per 4 characters, at least 1 for non-empty text."""
-    return math.ceil(len(text) / CHARS_PER_TOKEN) if text else 0
+    """Tokens of ``text`` in the Qwen vocabulary (digits one each)."""
+    return vocabulary.count(text)
 
 
 def text_of(content: Any) -> str:
@@ -58,17 +60,8 @@ def text_of(content: Any) -> str:
 
 
 def prompt_tokens(body: Mapping[str, Any]) -> int:
-    """Prompt tokens: message texts and tool calls, a few per message, and the tool definitions."""
-    total = 3
-    for message in body.get("messages") or []:
-        if not isinstance(message, Mapping):
-            continue
-        total += MESSAGE_OVERHEAD_TOKENS + count_tokens(text_of(message.get("content")))
-        for call in message.get("tool_calls") or []:
-            total += count_tokens(json.dumps(call, separators=(",", ":")))
-    if body.get("tools"):
-        total += count_tokens(json.dumps(body["tools"], separators=(",", ":")))
-    return max(total, 1)
+    """Prompt tokens as the service reports them: the chat template around the messages and tools."""
+    return template.prompt_tokens(body)
 
 
 def sentences(text: str) -> list[str]:
@@ -157,11 +150,14 @@ class Answer:
     tool_calls: list[ToolCallOut] = field(default_factory=list)
     finish_reason: str = "stop"
     prompt_tokens: int = 0
+    budget_used: int | None = None  # set when the token budget stopped the answer: all of it was spent
 
     @property
     def completion_tokens(self) -> int:
-        calls = sum(count_tokens(c.arguments) for c in self.tool_calls)
-        return self.reasoning_tokens + count_tokens(self.content) + calls
+        if self.budget_used is not None:
+            return self.budget_used
+        calls = [(c.name, c.arguments) for c in self.tool_calls]
+        return self.reasoning_tokens + template.completion_tokens("", self.content, calls)
 
     def usage(self) -> dict[str, Any]:
         completion = self.completion_tokens
@@ -174,7 +170,7 @@ class Answer:
 
 
 def _cut(text: str, tokens: int) -> str:
-    return text[: max(tokens, 0) * CHARS_PER_TOKEN]
+    return vocabulary.head(text, tokens)
 
 
 def _chosen_tools(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -202,11 +198,17 @@ def _chosen_tools(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return tools[:1]
 
 
-def plan_answer(body: Mapping[str, Any], *, fault_kind: str | None = None) -> Answer:
-    """The answer to a valid request; ``fault_kind`` shapes it (length, bad or invalid arguments)."""
+def plan_answer(
+    body: Mapping[str, Any], *, fault_kind: str | None = None, prompt_tokens: int | None = None
+) -> Answer:
+    """The answer to a valid request; ``fault_kind`` shapes it (length, bad or invalid arguments).
+
+    ``prompt_tokens`` when already counted (the server counts them to check the context window).
+    """
     question = last_user_text(body)
     budget = body.get("max_completion_tokens") or body.get("max_tokens")
     budget = int(budget) if budget else None
+    total_budget = budget
     effort, reasoning_cap, excluded = reasoning_effort(body)
     reasoning = reasoning_text(question, effort) if effort else ""
     if reasoning_cap:
@@ -220,8 +222,10 @@ def plan_answer(body: Mapping[str, Any], *, fault_kind: str | None = None) -> An
         content="",
         reasoning=None if not effort or excluded else reasoning,
         reasoning_tokens=count_tokens(reasoning),
-        prompt_tokens=prompt_tokens(body),
+        prompt_tokens=template.prompt_tokens(body) if prompt_tokens is None else prompt_tokens,
     )
+    if length and budget == 0:
+        answer.budget_used = total_budget
     tools = _chosen_tools(body)
     if tools:
         for tool in tools:
@@ -238,7 +242,8 @@ def plan_answer(body: Mapping[str, Any], *, fault_kind: str | None = None) -> An
             )
         answer.finish_reason = "tool_calls"
         if length or (budget is not None and answer.completion_tokens - answer.reasoning_tokens > budget):
-            _truncate_calls(answer.tool_calls, budget, halve=length)
+            if _truncate_calls(answer.tool_calls, budget, halve=length):
+                answer.budget_used = total_budget
             answer.finish_reason = "length"
         return answer
     last = last_message(body)
@@ -246,29 +251,50 @@ def plan_answer(body: Mapping[str, Any], *, fault_kind: str | None = None) -> An
         results = " ".join(text_of(m.get("content")) for m in _trailing_tool_messages(body))
         content = "Based on the tool results: " + summarize(results)
     else:
-        content = summarize(question)
+        content = structured_content(body, question) or summarize(question)
     content = _apply_stop(content, body.get("stop"))
     if length:
         content = content[: max(len(content) // 2, 1)]
     if budget is not None and count_tokens(content) > budget:
         content, length = _cut(content, budget), True
+        answer.budget_used = total_budget
     answer.content = content
     answer.finish_reason = "length" if length else "stop"
     return answer
 
 
-def _truncate_calls(calls: list[ToolCallOut], budget: int | None, *, halve: bool) -> None:
-    """Cut arguments to half (a length fault) and to ``budget`` tokens, leaving broken JSON."""
+def structured_content(body: Mapping[str, Any], question: str) -> str | None:
+    """The JSON content ``response_format`` asks for (None for plain text)."""
+    wanted = body.get("response_format")
+    if not isinstance(wanted, Mapping):
+        return None
+    if wanted.get("type") == "json_schema":
+        spec = wanted.get("json_schema") or {}
+        schema = spec.get("schema") if isinstance(spec, Mapping) else None
+        try:
+            return tool_arguments(schema if isinstance(schema, Mapping) else None, question)
+        except UnsupportedSchema as exc:
+            raise UnsupportedSchema(f"response_format.json_schema.schema: {exc}") from None
+    if wanted.get("type") == "json_object":
+        return json.dumps({"answer": summarize(question)}, ensure_ascii=False)
+    return None
+
+
+def _truncate_calls(calls: list[ToolCallOut], budget: int | None, *, halve: bool) -> bool:
+    """Cut arguments to half (a length fault) and so the calls fit ``budget`` tokens (True if cut)."""
     for call in calls:
         if halve:
             call.arguments = call.arguments[: max(len(call.arguments) // 2, 1)]
     if budget is None:
-        return
+        return False
+    cut = False
     for call in calls:
-        tokens = count_tokens(call.arguments)
+        overhead = template.completion_tokens("", "", [(call.name, "")])
+        tokens = overhead + count_tokens(call.arguments)
         if tokens > budget:
-            call.arguments = _cut(call.arguments, budget)
+            call.arguments, cut = _cut(call.arguments, budget - overhead), True
         budget = max(budget - tokens, 0)
+    return cut
 
 
 def _trailing_tool_messages(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -288,17 +314,17 @@ def _apply_stop(text: str, stop: str | Sequence[str] | None) -> str:
 
 
 def logprobs(text: str, top: int) -> dict[str, Any]:
-    """A ``logprobs`` object for ``text``: one entry per 4-character token, ``top`` alternatives each."""
+    """A ``logprobs`` object for ``text``: one entry per Qwen token, ``top`` alternatives each."""
     content = []
-    for start in range(0, len(text), CHARS_PER_TOKEN):
-        token = text[start : start + CHARS_PER_TOKEN]
-        chosen = -0.01 * (1 + (start // CHARS_PER_TOKEN) % 7)
+    for index, raw in enumerate(vocabulary.pieces(text)):
+        token = raw.decode("utf-8", errors="replace")
+        chosen = -0.01 * (1 + index % 7)
         alternatives = [token, *(f"{token}{k}" for k in range(1, top))][:top]
         content.append(
             {
                 "token": token,
                 "logprob": chosen,
-                "bytes": list(token.encode()),
+                "bytes": list(raw),
                 "top_logprobs": [
                     {"token": alt, "logprob": chosen - 1.5 * k, "bytes": list(alt.encode())}
                     for k, alt in enumerate(alternatives)

@@ -34,12 +34,13 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+from airflow_provider_qwen.testing import vocabulary
 from airflow_provider_qwen.testing.app import build_app
 from airflow_provider_qwen.testing.billing import Prices
 from airflow_provider_qwen.testing.faults import Fault
-from airflow_provider_qwen.testing.state import Charge, EmulatorState, LoggedRequest
+from airflow_provider_qwen.testing.state import Charge, ChargeRecord, EmulatorState, LoggedRequest
 
-__all__ = ["Charge", "Fault", "LoggedRequest", "QwenEmulator", "main"]
+__all__ = ["Charge", "ChargeRecord", "Fault", "LoggedRequest", "QwenEmulator", "main"]
 
 DEFAULT_API_KEY = "test-key"
 BACKLOG = 4096
@@ -51,10 +52,14 @@ class QwenEmulator:
 
     ``port=0`` picks a free port. ``prices`` (model -> {"input", "output"} USD per 1M tokens)
     override the emulator's own table; an object with ``as_dict()`` returning that mapping (a client
-    ``PriceTable``) replaces it. ``max_concurrency`` answers 429 above N requests in flight.
-    ``balance_usd`` is what ``/v2/billing`` starts from; charges lower it and at zero chat
-    completions answer 403. ``strict=False`` drops unknown fields (the gateway's behaviour)
-    instead of answering 400, which is the default so tests catch them.
+    ``PriceTable``) replaces it. ``max_concurrency`` answers 429 above N requests in flight, with no
+    ``Retry-After`` (the service documents none) unless ``concurrency_retry_after`` gives one
+    (seconds). ``rpm`` / ``tpm`` answer 429 (no ``Retry-After``) above that many requests / tokens
+    in the last minute. ``context_windows`` (model -> tokens) override the per-model windows of
+    ``limits.CONTEXT_WINDOWS`` a request must fit. ``balance_usd`` is what ``/v2/billing`` starts
+    from; charges lower it and at zero chat completions answer 403. ``strict=False`` drops unknown
+    fields (the gateway's behaviour) instead of answering 400, which is the default so tests catch
+    them.
     """
 
     def __init__(
@@ -68,11 +73,18 @@ class QwenEmulator:
         balance_usd: Decimal | float | str = Decimal("12.5"),
         strict: bool = True,
         host: str = "127.0.0.1",
+        concurrency_retry_after: float | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        context_windows: Mapping[str, int] | None = None,
     ) -> None:
         if latency < 0:
             raise ValueError(f"latency={latency} must be >= 0 seconds")
-        if max_concurrency is not None and max_concurrency < 1:
-            raise ValueError(f"max_concurrency={max_concurrency} must be >= 1 or None")
+        for name, limit in (("max_concurrency", max_concurrency), ("rpm", rpm), ("tpm", tpm)):
+            if limit is not None and limit < 1:
+                raise ValueError(f"{name}={limit} must be >= 1 or None")
+        if concurrency_retry_after is not None and concurrency_retry_after < 0:
+            raise ValueError(f"concurrency_retry_after={concurrency_retry_after} must be >= 0 or None")
         self.host = host
         self.port = port
         self._state = EmulatorState(
@@ -82,6 +94,10 @@ class QwenEmulator:
             max_concurrency=max_concurrency,
             balance_usd=Decimal(str(balance_usd)),
             strict=strict,
+            concurrency_retry_after=concurrency_retry_after,
+            rpm=rpm,
+            tpm=tpm,
+            context_windows=context_windows,
         )
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -133,6 +149,8 @@ class QwenEmulator:
 
         if self._thread is not None:
             raise RuntimeError("this emulator is already running")
+        if not vocabulary.loaded():
+            vocabulary.preload()  # ~1 s, in its own thread: the server's loop never loads it
         sock = self._bind()
         self._server = uvicorn.Server(self._config())
         self._thread = threading.Thread(
@@ -217,6 +235,33 @@ class QwenEmulator:
         self._state.max_concurrency = value
 
     @property
+    def concurrency_retry_after(self) -> float | None:
+        """The ``Retry-After`` of a concurrency 429 (None: no header, as the service)."""
+        return self._state.concurrency_retry_after
+
+    @concurrency_retry_after.setter
+    def concurrency_retry_after(self, value: float | None) -> None:
+        self._state.concurrency_retry_after = value
+
+    @property
+    def rpm(self) -> int | None:
+        """Requests per minute above which chat completions answer 429 (None: no limit)."""
+        return self._state.rpm
+
+    @rpm.setter
+    def rpm(self, value: int | None) -> None:
+        self._state.rpm = value
+
+    @property
+    def tpm(self) -> int | None:
+        """Tokens per minute (prompt and completion) above which chat completions answer 429."""
+        return self._state.tpm
+
+    @tpm.setter
+    def tpm(self, value: int | None) -> None:
+        self._state.tpm = value
+
+    @property
     def balance_usd(self) -> Decimal:
         """The balance ``/v2/billing`` reports now (start balance minus charges)."""
         return self._state.balance()
@@ -257,13 +302,17 @@ class QwenEmulator:
         """One per billed answer since the last reset, as reported to the client."""
         return self._state.charges
 
+    def charge_log(self) -> list[ChargeRecord]:
+        """The service's own records: one row per chat completion with a valid key, failed ones at 0."""
+        return self._state.charge_log()
+
     def total_charged(self) -> tuple[int, Decimal]:
         """(credits, usd) billed since the last reset."""
         charges = self.charges
         return sum(c.credits for c in charges), sum((c.usd for c in charges), Decimal(0))
 
     def reset(self) -> None:
-        """Forget requests, charges and queued faults; restore latency, concurrency limit and balance."""
+        """Forget requests, charges and queued faults; restore latency, limits and balance."""
         self._state.reset()
 
     def __repr__(self) -> str:
@@ -289,6 +338,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--max-concurrency", type=int, default=None, help="answer 429 above N requests in flight"
     )
+    parser.add_argument(
+        "--concurrency-retry-after",
+        type=float,
+        default=None,
+        help="seconds of Retry-After on a concurrency 429 (default: none, as the service)",
+    )
+    parser.add_argument("--rpm", type=int, default=None, help="answer 429 above N requests a minute")
+    parser.add_argument("--tpm", type=int, default=None, help="answer 429 above N tokens a minute")
     parser.add_argument("--lenient", action="store_true", help="drop unknown request fields instead of a 400")
     args = parser.parse_args(argv)
     emulator = QwenEmulator(
@@ -296,6 +353,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         latency=args.latency,
         port=args.port,
         max_concurrency=args.max_concurrency,
+        concurrency_retry_after=args.concurrency_retry_after,
+        rpm=args.rpm,
+        tpm=args.tpm,
         strict=not args.lenient,
         host=args.host,
     )

@@ -14,6 +14,18 @@ with an ``error`` key after ``after_chunks`` events; a 500 for a non-streamed re
 that break the tool's schema), ``length`` (the answer cut short with ``finish_reason: "length"``).
 ``delay`` applies to every kind; ``chunk_delay`` paces stream events.
 
+Faults that break the reporting, not the answer (the answer is generated and billed as usual):
+``no_usage`` (a 200 without ``usage``, ``meta.usage`` or cost headers; streamed: no usage chunk
+and no ``meta`` though ``include_usage`` was asked), ``cut_after_finish`` (the stream closes right
+after the chunk with ``finish_reason``, before its usage chunk; a non-streamed body is cut in half).
+
+Faults that leak the request's secrets back, for the tests that a client never shows them:
+``malformed_http`` (the server writes a broken HTTP response whose garbage status line and
+headers echo every request header, ``Authorization: Bearer <key>`` included, then closes),
+``echo_headers`` (an error answer, 400 unless ``status`` says otherwise, in the service's JSON
+error shape whose ``message`` quotes every request header, the key included), ``proxy_echo`` (a
+407 HTML page quoting the request headers, as a misconfigured proxy sends). None is billed.
+
 Models and billing calls take faults from their own ``X-Emulator-Fault`` header, or a queued fault
 with ``scope="any"`` at the head of the queue (status, html, drop and latency apply there).
 """
@@ -33,10 +45,15 @@ FAULT_KINDS = (
     "bad_json_args",
     "schema_invalid_args",
     "length",
+    "no_usage",
+    "cut_after_finish",
+    "malformed_http",
+    "echo_headers",
+    "proxy_echo",
 )
 SCOPES = ("chat", "any")
 HEADER = "x-emulator-fault"
-_DEFAULT_STATUS = {"status": 500, "html": 502}
+_DEFAULT_STATUS = {"status": 500, "html": 502, "echo_headers": 400, "proxy_echo": 407}
 
 
 @dataclass(frozen=True)
@@ -123,6 +140,31 @@ class Fault:
     def length(cls) -> Fault:
         """The answer cut short, ``finish_reason: "length"``."""
         return cls("length")
+
+    @classmethod
+    def no_usage(cls) -> Fault:
+        """A normal (billed) answer that reports no usage and no cost, streamed or not."""
+        return cls("no_usage")
+
+    @classmethod
+    def cut_after_finish(cls) -> Fault:
+        """A stream closed right after its ``finish_reason`` chunk, before the usage chunk (billed)."""
+        return cls("cut_after_finish")
+
+    @classmethod
+    def malformed_http(cls) -> Fault:
+        """Broken HTTP bytes that echo the request's headers (the API key included), then a close."""
+        return cls("malformed_http")
+
+    @classmethod
+    def echo_headers(cls, status: int = 400) -> Fault:
+        """An error in the service's JSON shape whose message quotes every request header."""
+        return cls("echo_headers", status=status)
+
+    @classmethod
+    def proxy_echo(cls, status: int = 407) -> Fault:
+        """A proxy's HTML error page (407 by default) quoting the request headers."""
+        return cls("proxy_echo", status=status)
 
     def header_value(self) -> str:
         """This fault in ``X-Emulator-Fault`` form."""

@@ -111,3 +111,51 @@ class BodyResponse:
         finally:
             if self.on_done is not None:
                 self.on_done()
+
+
+# -- responses that leak the request's secrets (faults for the secret-leak tests) ------------------
+
+
+def quoted_headers(headers: list[tuple[str, str]]) -> str:
+    """``Name: value`` of every request header, values as sent (the API key included)."""
+    return "; ".join(f"{name}: {value}" for name, value in headers)
+
+
+def echo_error(status: int, headers: list[tuple[str, str]], path: str, inference_id: str) -> JSONResponse:
+    """An error in the service's shape whose message quotes every request header."""
+    message = f"Invalid request headers: {quoted_headers(headers)}"
+    return error_response(status, message, path, inference_id)
+
+
+def proxy_page(status: int, headers: list[tuple[str, str]]) -> Response:
+    """A proxy's HTML error page (407: authentication required) quoting the request it refused."""
+    phrase = f"{status} {reason_phrase(status)}"
+    quoted = "\n".join(f"{name}: {value}" for name, value in headers)
+    page = (
+        f"<!DOCTYPE html>\n<html><head><title>{phrase}</title></head>\n<body><h1>{phrase}</h1>\n"
+        f"<p>The proxy refused this request:</p>\n<pre>\n{quoted}\n</pre>\n<hr>squid</body></html>\n"
+    )
+    extra = {"proxy-authenticate": 'Basic realm="proxy"'} if status == 407 else {}
+    return Response(page, status, media_type="text/html", headers=extra)
+
+
+class MalformedResponse:
+    """Bytes that are not HTTP: a garbage status line and header lines echoing the request's headers."""
+
+    status_code = 0
+
+    def __init__(self, headers: list[tuple[str, str]]) -> None:
+        self.headers = headers
+
+    def raw(self) -> bytes:
+        echoed = "".join(f"{name}: {value}\r\n" for name, value in self.headers)
+        line = f"HTTP/1.1 2OO ECHO {quoted_headers(self.headers)}\r\n"
+        return (line + echoed + "\r\n").encode("utf-8", errors="replace")
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        cycle = getattr(receive, "__self__", None)
+        transport = getattr(cycle, "transport", None)
+        if transport is None:
+            raise RuntimeError("the malformed_http fault needs uvicorn (no transport to write to)")
+        transport.write(self.raw())
+        await close_connection(receive)

@@ -1,7 +1,13 @@
-"""The emulator's mutable state: settings, fault queue, request log and charges; safe across threads.
+"""The emulator's mutable state: settings, fault queue, request log, charges; safe across threads.
 
 The server's event loop writes it while the test thread reads it, so every access takes a lock and
 readers get snapshots.
+
+Two records of money: ``charges`` (one ``Charge`` per paid answer, what a test sums against the
+client's figures) and ``charge_log()`` (one ``ChargeRecord`` per chat completion the account made,
+as the service's own records keep them: paid answers, cut streams, and failed requests at cost 0;
+a request with a bad key belongs to no account and is not in it). ``/v2/logs`` and friends serve
+``charge_log()``.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 
 from airflow_provider_qwen.testing.billing import Prices
 from airflow_provider_qwen.testing.faults import Fault
+from airflow_provider_qwen.testing.limits import RateWindow
 
 
 @dataclass
@@ -68,6 +75,32 @@ class Charge:
     time: float = field(default_factory=time.time)
 
 
+@dataclass(frozen=True)
+class ChargeRecord:
+    """One row of the service's own records of a chat completion (a ``/v2/logs`` row).
+
+    ``time`` is epoch seconds of receipt; ``model`` the requested id ("" when the body named none);
+    ``client_request_id`` the valid ``X-Client-Request-Id`` sent (None when absent or invalid);
+    ``inference_id`` the ``x-inference-id`` answered; ``status`` the answer's status (None: the
+    connection was dropped with no answer; 200 for a stream that later failed or was cut);
+    ``credits`` and ``usd`` what was billed, 0 for a failed request; ``complete`` False for a cut
+    or failed stream; ``failed`` True when nothing was billed because the request failed.
+    """
+
+    time: float
+    model: str
+    client_request_id: str | None
+    inference_id: str
+    status: int | None
+    prompt_tokens: int
+    completion_tokens: int
+    credits: int
+    usd: Decimal
+    stream: bool = False
+    complete: bool = True
+    failed: bool = False
+
+
 class EmulatorState:
     """Settings, fault queue, request log and charges of one emulator; safe across threads."""
 
@@ -80,17 +113,24 @@ class EmulatorState:
         max_concurrency: int | None,
         balance_usd: Decimal,
         strict: bool,
+        concurrency_retry_after: float | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        context_windows: Mapping[str, int] | None = None,
     ) -> None:
         if not api_keys:
             raise ValueError("api_keys must name at least one accepted key")
         self.api_keys = tuple(api_keys)
         self.prices = prices
         self.strict = strict
-        self._defaults = (latency, max_concurrency, balance_usd)
-        self.latency, self.max_concurrency, self.balance_usd = self._defaults
+        self.context_windows = dict(context_windows or {})
+        self._defaults = (latency, max_concurrency, balance_usd, concurrency_retry_after, rpm, tpm)
+        self._restore()
         self._lock = threading.Lock()
         self._requests: list[LoggedRequest] = []
         self._charges: list[Charge] = []
+        self._log: list[ChargeRecord] = []
+        self.rates = RateWindow()
         self._faults: deque[Fault] = deque()
         self._spent = Decimal(0)
         self.in_flight = 0
@@ -100,10 +140,22 @@ class EmulatorState:
         with self._lock:
             self._requests.clear()
             self._charges.clear()
+            self._log.clear()
             self._faults.clear()
             self._spent = Decimal(0)
-            self.latency, self.max_concurrency, self.balance_usd = self._defaults
+            self._restore()
             self.peak_in_flight = self.in_flight
+        self.rates.clear()
+
+    def _restore(self) -> None:
+        (
+            self.latency,
+            self.max_concurrency,
+            self.balance_usd,
+            self.concurrency_retry_after,
+            self.rpm,
+            self.tpm,
+        ) = self._defaults
 
     def add_faults(self, faults: Sequence[Fault]) -> None:
         with self._lock:
@@ -128,6 +180,15 @@ class EmulatorState:
         with self._lock:
             self._charges.append(charge)
             self._spent += charge.usd
+
+    def record(self, row: ChargeRecord) -> None:
+        with self._lock:
+            self._log.append(row)
+
+    def charge_log(self) -> list[ChargeRecord]:
+        """Every chat completion of the account since the last reset, in order of receipt (a copy)."""
+        with self._lock:
+            return sorted(self._log, key=lambda row: row.time)
 
     @property
     def requests(self) -> list[LoggedRequest]:

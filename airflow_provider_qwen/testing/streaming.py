@@ -63,12 +63,13 @@ def chunks(
     created: int,
     model: str,
     include_usage: bool,
-    meta: dict[str, Any],
+    meta: dict[str, Any] | None,
     top_logprobs: int | None = None,
 ) -> list[dict[str, Any]]:
     """Every ``chat.completion.chunk`` of the answer, in order (without the ``[DONE]`` marker).
 
-    ``top_logprobs`` (when ``logprobs`` was asked for) adds logprobs to the content deltas.
+    ``top_logprobs`` (when ``logprobs`` was asked for) adds logprobs to the content deltas; ``meta``
+    None leaves the cost out (a ``no_usage`` fault).
     """
 
     def chunk(delta: dict[str, Any] | None, finish_reason: str | None = None) -> dict[str, Any]:
@@ -100,7 +101,8 @@ def chunks(
     out.append(chunk({}, answer.finish_reason))
     if include_usage:
         out.append({**chunk(None), "choices": [], "usage": answer.usage()})
-    out[-1]["meta"] = meta
+    if meta is not None:
+        out[-1]["meta"] = meta
     return out
 
 
