@@ -29,10 +29,13 @@ from airflow_provider_qwen.client.errors import (
     QwenError,
     error_for_status,
 )
+from airflow_provider_qwen.client.estimate import answer_usage
 from airflow_provider_qwen.client.models import CallInfo, ChatCompletion
 from airflow_provider_qwen.client.pricing import Cost, PriceTable, default_prices
 from airflow_provider_qwen.client.request import ChatRequest, StreamOptions, build_request
 from airflow_provider_qwen.client.retry import RetryPolicy, server_delay
+from airflow_provider_qwen.client.scrub import Scrubber, strip_userinfo
+from airflow_provider_qwen.client.window import check_window, may_pass_window
 
 log = logging.getLogger("airflow_provider_qwen.client")
 
@@ -84,12 +87,14 @@ class BaseClient:
             )
         base_url = str(base_url or DEFAULT_BASE_URL).rstrip("/")
         if not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url={base_url!r} must start with http:// or https://")
+            raise ValueError(f"base_url={strip_userinfo(base_url)!r} must start with http:// or https://")
         self.base_url = base_url
         self.model = model or DEFAULT_MODEL
         self.retry = replace(retry or RetryPolicy(), max_retries=max_retries)
         self.prices = prices if prices is not None else default_prices()
         self._secret = api_key or None
+        self._scrub = Scrubber(self._secret, urls=[base_url])  # every message and chain goes through it
+        self._scrub.watch_logs()
         self._timeout = httpx.Timeout(timeout, connect=connect_timeout)
         self._chat_url = f"{base_url}/chat/completions"
         url = httpx.URL(base_url)
@@ -112,7 +117,8 @@ class BaseClient:
 
     def __repr__(self) -> str:
         name = type(self).__name__
-        return f"{name}(base_url={self.base_url!r}, model={self.model!r}, max_retries={self.max_retries})"
+        base_url = strip_userinfo(self.base_url)
+        return f"{name}(base_url={base_url!r}, model={self.model!r}, max_retries={self.max_retries})"
 
     # -- requests -------------------------------------------------------------------------
 
@@ -141,8 +147,10 @@ class BaseClient:
         return self._build(request, model, params)
 
     def _prepare(
-        self, request: ChatRequest, client_request_id: str | None
+        self, request: ChatRequest, client_request_id: str | None, *, count: bool = True
     ) -> tuple[bytes, dict[str, str], str]:
+        """The body, headers and request id of a send; refuses a request over its window
+        (``count=False``: the async client counts off its event loop, see ``window_check_needed``)."""
         if not isinstance(request, ChatRequest):
             raise TypeError(f"send() takes a ChatRequest (see build_request), not {type(request).__name__}")
         rid = client_request_id or new_client_request_id()
@@ -155,27 +163,31 @@ class BaseClient:
             content = json.dumps(request.to_body(), ensure_ascii=False).encode()
         else:
             content = pydantic_core.to_json(request, exclude_none=True)
+        if count and may_pass_window(request, len(content)):
+            check_window(request)
         base = self._sse_headers if request.stream else self._headers
         return content, {**base, "X-Client-Request-Id": rid}, rid
 
     # -- answers --------------------------------------------------------------------------
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret and self._secret in text else text
+        """``text`` without this client's credentials, in any form (see scrub.Scrubber)."""
+        return self._scrub(text)
 
     def _finish(
         self,
         completion: ChatCompletion,
         headers: httpx.Headers,
-        model: str,
+        request: ChatRequest,
         rid: str,
         unconfirmed_tries: int = 0,
     ) -> ChatCompletion:
         """Bind the answer to its call; its cost is the one chain: the body's ``meta.usage``, then the
-        cost headers, then an estimate from its usage at the price table (flagged ``estimated``)."""
-        cost = completion.reported_cost or Cost.from_headers(headers) or self._estimate(model, completion)
+        cost headers, then an estimate at the price table (flagged ``estimated``) from its usage, or,
+        when the service sent none, from the request and the text received."""
+        cost = completion.reported_cost or Cost.from_headers(headers) or self._estimate(request, completion)
         completion.call = CallInfo(
-            requested_model=model,
+            requested_model=request.model,
             inference_id=headers.get("x-inference-id"),
             client_request_id=rid,
             cost=cost,
@@ -183,13 +195,15 @@ class BaseClient:
         )
         return completion
 
-    def _estimate(self, model: str, completion: ChatCompletion) -> Cost:
-        usage = completion.usage
-        if usage is None:
-            return Cost(estimated=True)
-        return self.prices.estimate(model, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+    def _estimate(self, request: ChatRequest, completion: ChatCompletion) -> Cost:
+        usage = completion.usage or answer_usage(request, completion)
+        return self.prices.estimate(
+            request.model, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens
+        )
 
-    def _completion(self, response: httpx.Response, model: str, rid: str, call: CallTries) -> ChatCompletion:
+    def _completion(
+        self, response: httpx.Response, request: ChatRequest, rid: str, call: CallTries
+    ) -> ChatCompletion:
         content = response.content
         try:
             completion = ChatCompletion.model_validate_json(content)
@@ -199,12 +213,12 @@ class BaseClient:
             raise self._invalid(
                 response, rid, "the answer is not a chat completion", content, call.unconfirmed
             )
-        return self._finish(completion, response.headers, model, rid, call.unconfirmed)
+        return self._finish(completion, response.headers, request, rid, call.unconfirmed)
 
     def _invalid(
         self, response: httpx.Response, rid: str, what: str, content: bytes, unconfirmed_tries: int = 0
     ) -> InvalidResponseError:
-        text = content[:300].decode("utf-8", "replace")
+        text = self._scrub.cut(content.decode("utf-8", "replace"), 300)  # scrubbed before cut
         return InvalidResponseError(
             self._redact(f"{what}: {text!r}"),
             status_code=response.status_code,
@@ -222,7 +236,7 @@ class BaseClient:
             inference_id=response.headers.get("x-inference-id"),
             client_request_id=rid,
             retry_after=server_delay(response.headers),
-            redact=self._secret,
+            redact=self._scrub,
             charge=Charge(unconfirmed_tries=unconfirmed_tries),
         )
 
@@ -251,7 +265,8 @@ class BaseClient:
             )
             maybe_paid = False
         if delay is None:
-            raise error from exc
+            # the foreign error, re-told without secrets (its message and chain may quote the request)
+            raise error from (self._scrub.stand_in(exc) if exc is not None else None)
         self._log_retry(rid, error, retries_taken, delay, maybe_paid=maybe_paid)
         return delay
 
@@ -297,7 +312,8 @@ class BaseClient:
         try:
             return json.loads(response.content)
         except ValueError:
-            raise self._invalid(response, rid, "the answer is not JSON", response.content) from None
+            pass  # raised outside the except block: the decode error (holding the text) is not chained
+        raise self._invalid(response, rid, "the answer is not JSON", response.content)
 
     def _balance(self, response: httpx.Response, rid: str) -> dict[str, Any]:
         data = self._json(response, rid)

@@ -6,11 +6,12 @@ to the requested model, the ``x-inference-id`` and the cost (reported, else esti
 Tries that failed after their request was sent (a read timeout, an answer cut mid-transfer) may
 have been charged: their count is ``unconfirmed_tries`` on the completion or the error's
 ``charge``, and ``retry_after_send=False`` stops retrying them.
-Errors are the ``errors`` tree and never carry the API key. No Airflow import here.
+Errors are the ``errors`` tree and never carry a credential (see ``scrub``). No Airflow import here.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from types import TracebackType
@@ -25,6 +26,7 @@ from airflow_provider_qwen.client.pricing import PriceTable
 from airflow_provider_qwen.client.request import ChatRequest
 from airflow_provider_qwen.client.retry import RetryPolicy
 from airflow_provider_qwen.client.streaming import AsyncChatStream, ChatStream
+from airflow_provider_qwen.client.window import check_window, may_pass_window
 
 __all__ = ["AsyncChatStream", "AsyncQwenClient", "ChatStream", "QwenClient"]
 
@@ -86,7 +88,7 @@ class QwenClient(BaseClient):
         if request.stream:
             return self._open_stream(request, content, headers, rid, call).get_final_completion()
         response = self._request("POST", self._chat_url, rid, call, content=content, headers=headers)
-        return self._completion(response, request.model, rid, call)
+        return self._completion(response, request, rid, call)
 
     def stream(
         self,
@@ -140,7 +142,7 @@ class QwenClient(BaseClient):
 
         return ChatStream(
             opener,
-            lambda completion, h: self._finish(completion, h, request.model, rid, call.unconfirmed),
+            lambda completion, h: self._finish(completion, h, request, rid, call.unconfirmed),
             client_request_id=rid,
             redact=self._redact,
             unconfirmed_tries=lambda: call.unconfirmed,
@@ -156,6 +158,7 @@ class QwenClient(BaseClient):
         retries_taken = 0
         while True:
             response: httpx.Response | None = None
+            failure: httpx.TransportError | None = None
             try:
                 request = self._http.build_request(method, url, timeout=self._timeout, **kwargs)
                 response = self._http.send(request, stream=stream)
@@ -167,9 +170,9 @@ class QwenClient(BaseClient):
                     finally:
                         response.close()
             except httpx.TransportError as exc:
-                delay = self._next_try(call, rid, url, retries_taken, response, exc)
-            else:
-                delay = self._next_try(call, rid, url, retries_taken, response)
+                failure = exc
+            # outside the except block: a give-up error must not hold the raw one as __context__
+            delay = self._next_try(call, rid, url, retries_taken, response, failure)
             self.retry.sleep(delay)
             retries_taken += 1
 
@@ -246,12 +249,21 @@ class AsyncQwenClient(BaseClient):
 
         ``retry_after_send``: as in ``QwenClient.send``.
         """
-        content, headers, rid = self._prepare(request, client_request_id)
+        content, headers, rid = await self._aprepare(request, client_request_id)
         call = CallTries(retry_after_send)
         if request.stream:
             return await self._open_stream(request, content, headers, rid, call).get_final_completion()
         response = await self._request("POST", self._chat_url, rid, call, content=content, headers=headers)
-        return self._completion(response, request.model, rid, call)
+        return self._completion(response, request, rid, call)
+
+    async def _aprepare(
+        self, request: ChatRequest, client_request_id: str | None
+    ) -> tuple[bytes, dict[str, str], str]:
+        """``_prepare``, with the window's token count (a large prompt's) off the event loop."""
+        prepared = self._prepare(request, client_request_id, count=False)
+        if may_pass_window(request, len(prepared[0])):
+            await asyncio.to_thread(check_window, request)
+        return prepared
 
     def stream(
         self,
@@ -308,7 +320,7 @@ class AsyncQwenClient(BaseClient):
 
         return AsyncChatStream(
             opener,
-            lambda completion, h: self._finish(completion, h, request.model, rid, call.unconfirmed),
+            lambda completion, h: self._finish(completion, h, request, rid, call.unconfirmed),
             client_request_id=rid,
             redact=self._redact,
             unconfirmed_tries=lambda: call.unconfirmed,
@@ -322,6 +334,7 @@ class AsyncQwenClient(BaseClient):
         http = self._http
         while True:
             response: httpx.Response | None = None
+            failure: httpx.TransportError | None = None
             try:
                 request = http.build_request(method, url, timeout=self._timeout, **kwargs)
                 response = await http.send(request, stream=stream)
@@ -333,9 +346,9 @@ class AsyncQwenClient(BaseClient):
                     finally:
                         await response.aclose()
             except httpx.TransportError as exc:
-                delay = self._next_try(call, rid, url, retries_taken, response, exc)
-            else:
-                delay = self._next_try(call, rid, url, retries_taken, response)
+                failure = exc
+            # outside the except block: a give-up error must not hold the raw one as __context__
+            delay = self._next_try(call, rid, url, retries_taken, response, failure)
             await self.retry.async_sleep(delay)
             retries_taken += 1
 

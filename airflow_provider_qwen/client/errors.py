@@ -1,14 +1,15 @@
-"""The QwenError tree: one class per way a call can fail, each safe to log (never the API key)."""
+"""The QwenError tree: one class per way a call can fail, each safe to log (no credential: see scrub.py)."""
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_qwen.client.pricing import Cost
+from airflow_provider_qwen.client.scrub import Scrubber, scrub_generic, scrub_value
 
 if TYPE_CHECKING:
     from airflow_provider_qwen.client.models import ChatCompletion
@@ -235,18 +236,17 @@ def error_for_status(
     inference_id: str | None = None,
     client_request_id: str | None = None,
     retry_after: float | None = None,
-    redact: str | None = None,
+    redact: str | Callable[[str], str] | None = None,
     charge: Charge = NO_CHARGE,
 ) -> APIStatusError:
-    """Build the QwenError for an error answer; ``redact`` (the key) is cut from the message."""
-    body = parse_error_body(content)
-    message = error_message_from_body(body, status_code, reason)
-    if redact:
-        message = message.replace(redact, "***")
-        if isinstance(body, str):
-            body = body.replace(redact, "***")
-        elif redact in json.dumps(body, default=str):
-            body = None
+    """Build the QwenError for an error answer.
+
+    ``redact`` is the key, or a client's ``Scrubber``: the body is scrubbed as parsed, before any of
+    it is cut to a message's length; the reason phrase and the message are scrubbed too.
+    """
+    scrub: Callable[[str], str] = Scrubber(redact) if isinstance(redact, str) else (redact or scrub_generic)
+    body = scrub_value(parse_error_body(content), scrub)
+    message = scrub(error_message_from_body(body, status_code, scrub(reason)))
     cls = _STATUS_CLASSES.get(status_code)
     if cls is None:
         cls = ServerError if status_code >= 500 else APIStatusError

@@ -27,6 +27,7 @@ from airflow_provider_qwen.client.errors import (
 )
 from airflow_provider_qwen.client.models import ChatCompletion, ChatCompletionChunk
 from airflow_provider_qwen.client.pricing import Cost
+from airflow_provider_qwen.client.scrub import scrub_generic, stand_in
 
 DONE = "[DONE]"
 
@@ -45,7 +46,7 @@ class _StreamState:
         unconfirmed_tries: Callable[[], int] | None,
     ) -> None:
         self._finish = finish
-        self._redact = redact or _same
+        self._redact = redact or scrub_generic
         self._unconfirmed_tries = unconfirmed_tries or _none
         self.client_request_id = client_request_id
         self.assembler = StreamAssembler()
@@ -110,7 +111,7 @@ class _StreamState:
         except ValidationError:
             completion = None
         if completion is None or not completion.choices:
-            message = error_message_from_body(content.decode("utf-8", "replace"), 200)
+            message = error_message_from_body(self._redact(content.decode("utf-8", "replace")), 200)
             raise InvalidResponseError(
                 self._redact(
                     f"a stream request was answered with JSON that is not a chat completion: {message}"
@@ -133,18 +134,22 @@ class _StreamState:
             return None
         if event.event == "error":
             raise self.stream_error(
-                f"the service reported an error mid-stream: {_error_text(data)}", reported_by_service=True
+                f"the service reported an error mid-stream: {_error_text(data, self._redact)}",
+                reported_by_service=True,
             )
         if not data:
             return None
         try:
-            chunk = ChatCompletionChunk.model_validate_json(data)
-        except ValidationError:
-            shown = data if len(data) <= 200 else data[:197] + "..."
-            raise self.stream_error(f"stream event is not a chat.completion.chunk: {shown!r}") from None
+            chunk: ChatCompletionChunk | None = ChatCompletionChunk.model_validate_json(data)
+        except ValidationError:  # raised below, outside the except block: its input is not chained
+            chunk = None
+        if chunk is None:
+            shown = self._redact(data)  # scrubbed before cut
+            shown = shown if len(shown) <= 200 else shown[:197] + "..."
+            raise self.stream_error(f"stream event is not a chat.completion.chunk: {shown!r}")
         if chunk.error is not None:
             raise self.stream_error(
-                f"the service reported an error mid-stream: {_error_text(chunk.error)}",
+                f"the service reported an error mid-stream: {_error_text(chunk.error, self._redact)}",
                 reported_by_service=True,
             )
         self.assembler.add(chunk)
@@ -160,33 +165,34 @@ class _StreamState:
         return self._completion
 
     def cut(self, exc: Exception) -> StreamError:
+        """The error of a stream cut by ``exc``; its cause is ``exc`` re-told without secrets."""
         kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "was cut"
-        return self.stream_error(
+        error = self.stream_error(
             f"the stream {kind} after {self.assembler.chunks} chunks ({type(exc).__name__}); "
             "streams are not retried once data arrived"
         )
-
-
-def _same(text: str) -> str:
-    return text
+        error.__cause__ = stand_in(exc, self._redact)
+        error.__suppress_context__ = True
+        return error
 
 
 def _none() -> int:
     return 0
 
 
-def _error_text(error: Any) -> str:
-    """A readable message from an error chunk's ``error`` (an object, a string, or raw event data)."""
+def _error_text(error: Any, redact: Callable[[str], str]) -> str:
+    """A readable message from an error chunk's ``error`` (an object, a string, or raw event data),
+    scrubbed by ``redact`` before it is cut."""
     if isinstance(error, str):
         try:
             error = json.loads(error)
         except ValueError:
-            return str(error)[:300]
+            return redact(str(error))[:300]
     if isinstance(error, dict) and isinstance(error.get("error"), (dict, str)):
         error = error["error"]
     if isinstance(error, dict) and error.get("message"):
-        return error_message_from_body({"error": error}, 200)
-    return (error if isinstance(error, str) else json.dumps(error, default=str))[:300]
+        return redact(error_message_from_body({"error": error}, 200))
+    return redact(error if isinstance(error, str) else json.dumps(error, default=str))[:300]
 
 
 class ChatStream(_StreamState):
@@ -218,6 +224,7 @@ class ChatStream(_StreamState):
         return self._iterator
 
     def _events(self, response: httpx.Response) -> Generator[ChatCompletionChunk, None, None]:
+        failure: StreamError | None = None
         try:
             if self.body_kind(response) == "json":
                 yield self.whole_answer(response.read())
@@ -229,9 +236,11 @@ class ChatStream(_StreamState):
                     if chunk is not None:
                         yield chunk
         except httpx.TransportError as exc:
-            raise self.cut(exc) from exc
+            failure = self.cut(exc)
         finally:
             self._release()
+        if failure is not None:  # outside the except block: the raw error is not its __context__
+            raise failure
         self.end()
 
     def __iter__(self) -> Iterator[ChatCompletionChunk]:
@@ -292,6 +301,7 @@ class AsyncChatStream(_StreamState):
         return self._iterator
 
     async def _events(self, response: httpx.Response) -> AsyncGenerator[ChatCompletionChunk, None]:
+        failure: StreamError | None = None
         try:
             if self.body_kind(response) == "json":
                 yield self.whole_answer(await response.aread())
@@ -303,9 +313,11 @@ class AsyncChatStream(_StreamState):
                     if chunk is not None:
                         yield chunk
         except httpx.TransportError as exc:
-            raise self.cut(exc) from exc
+            failure = self.cut(exc)
         finally:
             await self._release()
+        if failure is not None:  # outside the except block: the raw error is not its __context__
+            raise failure
         self.end()
 
     def __aiter__(self) -> AsyncChatStream:

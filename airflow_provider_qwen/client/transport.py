@@ -14,7 +14,9 @@ translated by when they happened, which decides whether the service may have cha
   ``ReadError`` (any other failure), possibly charged.
 
 The translated error is raised without its aiohttp cause, whose repr holds the request headers
-(the API key among them), and without the credentials of any URL in its message (a proxy's).
+(the API key among them), and its message is scrubbed of what can be found without knowing the
+secrets (``scrub.scrub_generic``: URL userinfo, a proxy's; quoted authorization values); the client
+scrubs the secrets it knows (see ``scrub.Scrubber``).
 Proxies come from the environment as httpx reads them (``HTTPS_PROXY``, ``HTTP_PROXY``,
 ``ALL_PROXY``, ``NO_PROXY``), looked up once per host: aiohttp's own ``trust_env`` reads the
 environment and ``~/.netrc`` on every request (0.35 ms of CPU each).
@@ -28,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import re
 import socket
 import ssl
 import urllib.request
@@ -40,13 +41,14 @@ import aiohttp
 import httpx
 from yarl import URL
 
+from airflow_provider_qwen.client.scrub import scrub_generic, strip_userinfo
+
 KEEPALIVE_EXPIRY = 5.0  # httpx's default: an idle connection is dropped before a server closes it
 PROXY_SCHEMES = ("http", "https")  # what aiohttp can speak to a proxy (no SOCKS)
 # aiohttp's message when writing the request failed (a kept-alive connection the server had closed):
 # the server cannot have received a whole request, so nothing was generated or charged.
 _BODY_NOT_WRITTEN = "Can not write request body"
 _LOOKUP_TIMEOUT: ContextVar[float | None] = ContextVar("qwen_lookup_timeout", default=None)
-_URL_CREDENTIALS = re.compile(r"(\w+://)[^\s/@]+@")
 
 
 @functools.cache
@@ -57,12 +59,12 @@ def shared_ssl_context() -> ssl.SSLContext:
 
 def without_credentials(text: str) -> str:
     """``text`` with the ``user:password@`` of any URL in it replaced by ``***@``."""
-    return _URL_CREDENTIALS.sub(r"\1***@", text)
+    return strip_userinfo(text)
 
 
 def translate(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
     """The httpx error for an aiohttp failure; the class says whether the request may have gone out."""
-    detail = without_credentials(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+    detail = scrub_generic(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
     error_class: type[httpx.TransportError]
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         error_class = httpx.ConnectTimeout

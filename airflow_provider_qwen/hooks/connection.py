@@ -55,13 +55,17 @@ def resolve_base_url(host: str | None, port: int | None = None, schema: str | No
     else:
         parts = urlsplit(f"//{host}")
         scheme = schema.lower() if schema.lower() in _URL_SCHEMES else ""
+    shown = _without_userinfo(host, parts.netloc)  # a message never quotes user:password@
     try:
         hostname, own_port = parts.hostname, parts.port
-    except ValueError as exc:  # a port that is not a number
-        raise ValueError(f"host={host!r} is not a valid base URL: {exc}") from None
+    except ValueError:  # a port that is not a number: its error quotes the netloc, so it is not chained
+        hostname, own_port = None, -1
+    if own_port == -1:
+        port_text = parts.netloc.rpartition("@")[2].rpartition(":")[2]
+        raise ValueError(f"host={shown!r} is not a valid base URL: the port {port_text!r} is not a number")
     if not hostname or (scheme and scheme not in _URL_SCHEMES):
         raise ValueError(
-            f"host={host!r} is not a valid base URL: give a full URL such as {DEFAULT_BASE_URL!r} "
+            f"host={shown!r} is not a valid base URL: give a full URL such as {DEFAULT_BASE_URL!r} "
             "or a host name"
         )
     if not scheme:
@@ -75,6 +79,14 @@ def resolve_base_url(host: str | None, port: int | None = None, schema: str | No
     if not path and "://" not in host:
         path = "/v1"
     return urlunsplit((scheme, netloc, path, "", ""))
+
+
+def _without_userinfo(host: str, netloc: str) -> str:
+    """``host`` as a message may show it: the ``user:password@`` of its netloc as ``***@``."""
+    userinfo, at, _ = netloc.rpartition("@")
+    if not at:
+        return host
+    return host.replace(f"{userinfo}@", "***@", 1)
 
 
 def _extra_value(extras: Mapping[str, Any], name: str) -> Any:
@@ -179,9 +191,11 @@ class QwenConnectionConfig:
         conn_id = conn.conn_id or DEFAULT_CONN_ID
         extras = _extras(conn_id, conn.extra)
         try:
-            base_url = resolve_base_url(conn.host, conn.port, conn.schema)
+            base_url, problem = resolve_base_url(conn.host, conn.port, conn.schema), None
         except ValueError as exc:
-            raise ValueError(f"connection {conn_id!r}: {exc}") from None
+            base_url, problem = DEFAULT_BASE_URL, str(exc)
+        if problem is not None:  # outside the except block: nothing chained (the message is scrubbed)
+            raise ValueError(f"connection {conn_id!r}: {problem}")
         return cls(
             conn_id=conn_id,
             base_url=base_url,
