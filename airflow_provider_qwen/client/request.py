@@ -17,12 +17,17 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from airflow_provider_qwen import DEFAULT_MODEL
 from airflow_provider_qwen.client.errors import InvalidRequestError
 from airflow_provider_qwen.client.fields import (
+    NUMBER_NOT_BOOL,
     TOOL_NAME_PATTERN,
     AssistantMessage,
+    Bool,
     Content,
+    Float,
     FunctionDefinition,
+    Int,
     Message,
     NamedToolChoice,
+    Number,
     Prediction,
     Reasoning,
     ReasoningEffort,
@@ -37,6 +42,10 @@ from airflow_provider_qwen.client.fields import (
     ToolChoice,
     ToolMessage,
     UserMessage,
+    dedupe_union_errors,
+    field_path,
+    text_of,
+    unencodable,
 )
 from airflow_provider_qwen.client.profiles import (
     GENERIC,
@@ -78,36 +87,36 @@ class ChatRequest(Strict):
 
     model: str = Field(default=DEFAULT_MODEL, min_length=1)
     messages: list[Message] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    stream: bool | None = None
+    max_completion_tokens: Int | None = Field(default=None, ge=1)
+    max_tokens: Int | None = Field(default=None, ge=1)
+    stream: Bool | None = None
     stream_options: StreamOptions | None = None
     tools: list[Tool] | None = Field(default=None, max_length=MAX_TOOLS)
     tool_choice: ToolChoice | None = None
-    normalize_tool_schemas: bool | None = None
-    parallel_tool_calls: bool | None = None
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0.01, le=1)
+    normalize_tool_schemas: Bool | None = None
+    parallel_tool_calls: Bool | None = None
+    temperature: Float | None = Field(default=None, ge=0, le=2)
+    top_p: Float | None = Field(default=None, ge=0.01, le=1)
     stop: str | list[str] | None = None
-    logprobs: bool | None = None
-    top_logprobs: int | None = Field(default=None, ge=0, le=20)
-    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
+    logprobs: Bool | None = None
+    top_logprobs: Int | None = Field(default=None, ge=0, le=20)
+    logit_bias: dict[str, Annotated[Float, Field(ge=-100, le=100)]] | None = None
     reasoning_effort: ReasoningEffort | None = None
     reasoning: Reasoning | None = None
     # Fields only some models' schemas have: the model's profile decides whether a request may carry one.
-    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
-    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
-    repetition_penalty: float | None = None
-    seed: int | None = Field(default=None, ge=1)
-    top_k: int | float | None = None
-    min_p: float | None = Field(default=None, ge=0.001, le=0.999)
-    top_a: float | None = Field(default=None, ge=0, le=1)
-    echo: bool | None = None
+    frequency_penalty: Float | None = Field(default=None, ge=-2, le=2)
+    presence_penalty: Float | None = Field(default=None, ge=-2, le=2)
+    repetition_penalty: Float | None = None
+    seed: Int | None = Field(default=None, ge=1)
+    top_k: Number | None = None
+    min_p: Float | None = Field(default=None, ge=0.001, le=0.999)
+    top_a: Float | None = Field(default=None, ge=0, le=1)
+    echo: Bool | None = None
     response_format: ResponseFormat | None = None
     prediction: Prediction | None = None
-    enable_thinking: bool | None = None
-    thinking_budget: int | None = Field(default=None, ge=1)
-    enable_search: bool | None = None
+    enable_thinking: Bool | None = None
+    thinking_budget: Int | None = Field(default=None, ge=1)
+    enable_search: Bool | None = None
     search_options: SearchOptions | None = None
     provider: str | None = None
     extra_body: dict[str, Any] | None = Field(default=None, exclude=True)
@@ -129,6 +138,15 @@ class ChatRequest(Strict):
                 raise ValueError(f"extra_body key {key!r} is a regular parameter: pass it directly")
             if profile is not GENERIC and key in KNOWN_FIELDS and not profile.accepts(key):
                 raise ValueError(_not_accepted(model, profile, key, value, in_extra_body=True))
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _encodable(cls, data: Any) -> Any:
+        """Refuse text that cannot be sent as UTF-8 (a lone surrogate), naming where it is."""
+        problem = unencodable(data)
+        if problem:
+            raise ValueError(problem)
         return data
 
     @field_validator("stop")
@@ -179,6 +197,23 @@ class ChatRequest(Strict):
             raise ValueError(
                 f"thinking_budget={self.thinking_budget} requires enable_thinking=True (got "
                 f"{self.enable_thinking}): the budget is ignored without thinking"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _someone_asks(self) -> ChatRequest:
+        """Every user message has text, and some user or tool message does: no empty question is paid for."""
+        for index, message in enumerate(self.messages):
+            if isinstance(message, UserMessage) and not text_of(message.content).strip():
+                raise ValueError(
+                    f"messages[{index}].content={_shown(message.content)}: a user message must have text "
+                    "(it is empty or only whitespace); nothing was sent"
+                )
+        if not any(isinstance(m, (UserMessage, ToolMessage)) for m in self.messages):
+            roles = ", ".join(m.role for m in self.messages)
+            raise ValueError(
+                f"messages (roles: {roles}) have no user or tool message: a request needs at least one "
+                "user message with text (or a tool result) for the model to answer; nothing was sent"
             )
         return self
 
@@ -283,11 +318,11 @@ def _allowed_range(loc: str) -> str | None:
 
 
 def _describe(error: Mapping[str, Any], model: str) -> str:
-    loc = ".".join(str(part) for part in error.get("loc", ()) if not str(part).startswith("function-"))
+    loc = field_path([part for part in error.get("loc", ()) if not str(part).startswith("function-")])
     value = error.get("input")
     kind = error.get("type")
     if kind == "extra_forbidden":
-        if "." not in loc:
+        if "." not in loc and "[" not in loc:
             profile = profile_for(model)
             allowed = ", ".join(sorted(profile.fields | {"extra_body"}))
             if profile is GENERIC:
@@ -311,6 +346,12 @@ def _describe(error: Mapping[str, Any], model: str) -> str:
     shown = repr(value)
     if len(shown) > 120:
         shown = shown[:117] + "..."
+    if kind == NUMBER_NOT_BOOL:
+        kind_text = (error.get("ctx") or {}).get("kind", "a number")
+        allowed = _allowed_range(loc) or f"allowed: {kind_text}"
+        return f"{loc}={shown}: a boolean is not {kind_text}; {allowed}"
+    if kind == "bool_type":
+        return f"{loc}={shown}: must be a boolean; allowed: True or False (not strings or numbers)"
     bounds = _allowed_range(loc) if kind in _BOUND_ERRORS else None
     if bounds:
         return f"{loc}={shown} is out of range; {bounds}"
@@ -340,45 +381,5 @@ def build_request(
         return ChatRequest.model_validate(data)
     except ValidationError as exc:
         chosen = data["model"] if isinstance(data.get("model"), str) else DEFAULT_MODEL
-        problems = "; ".join(_describe(e, chosen) for e in _dedupe_union_errors(exc.errors()))
+        problems = "; ".join(_describe(e, chosen) for e in dedupe_union_errors(exc.errors()))
         raise InvalidRequestError(f"invalid chat request: {problems}") from None
-
-
-def _dedupe_union_errors(errors: list[Any]) -> list[Any]:
-    """Pydantic reports one error per union branch; keep the most specific per location."""
-    best: dict[tuple[Any, ...], Any] = {}
-    for error in errors:
-        loc = _clean_loc(error["loc"])
-        current = best.get(loc)
-        if current is None or (
-            current["type"] in {"literal_error", "string_type"}
-            and error["type"]
-            not in {
-                "literal_error",
-                "string_type",
-            }
-        ):
-            best[loc] = {**error, "loc": loc}
-    return list(best.values())
-
-
-def _clean_loc(loc: Sequence[Any]) -> tuple[Any, ...]:
-    """The location without pydantic's union-branch tags (a discriminator's value, a branch's type)."""
-    parts = list(loc)
-    if len(parts) > 1 and parts[0] == "response_format":
-        del parts[1]  # the ``type`` tag of its discriminated union
-    return tuple(p for p in parts if not isinstance(p, str) or not _is_branch_tag(p))
-
-
-def _is_branch_tag(part: str) -> bool:
-    return part.startswith(
-        ("function-", "literal[", "list[", "NamedToolChoice", "AllowedToolsChoice")
-    ) or part in {
-        "str",
-        "int",
-        "float",
-        "system",
-        "user",
-        "assistant",
-        "tool",
-    }

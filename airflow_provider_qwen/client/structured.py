@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field, ValidationError, create_model
 
 from airflow_provider_qwen.client.errors import InvalidRequestError, StructuredOutputError
+from airflow_provider_qwen.client.fields import SCHEMA_LISTS, SCHEMA_MAPS, SCHEMA_ONE, dangling_ref
 from airflow_provider_qwen.client.request import TOOL_NAME_PATTERN
 
 if TYPE_CHECKING:
@@ -30,13 +31,6 @@ if TYPE_CHECKING:
 _TOOL_NAME = re.compile(TOOL_NAME_PATTERN)
 _SHOWN = 200  # characters of a value quoted in an error
 
-# Where JSON Schema keeps sub-schemas: maps of them, lists of them, and single ones.
-_SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"})
-_SCHEMA_LISTS = frozenset({"allOf", "anyOf", "oneOf", "prefixItems", "items"})
-_SCHEMA_ONE = frozenset(
-    {"items", "additionalProperties", "not", "if", "then", "else", "contains", "propertyNames",
-     "unevaluatedProperties", "unevaluatedItems", "additionalItems"}
-)  # fmt: skip
 # Dropped for the gateway: titles, dialect markers, and OpenAPI's discriminator (its mapping
 # points into $defs, which are inlined away).
 _DROPPED = frozenset({"title", "$schema", "discriminator"})
@@ -223,6 +217,7 @@ def _spec(
             f"{origin}: tool name {name!r} is not allowed: use 1-64 characters of a-z, A-Z, 0-9, _ and - "
             "(pass tool_name=... to choose one)"
         )
+    check_refs(schema, origin)
     parameters, recursive = normalize_schema(schema)
     if parameters.get("type", "object") != "object":
         raise InvalidRequestError(
@@ -235,6 +230,13 @@ def _spec(
 
 
 # -- schema normalisation ---------------------------------------------------------------------
+
+
+def check_refs(schema: Mapping[str, Any], origin: str) -> None:
+    """Refuse a schema with a ``$ref`` that does not resolve, before anything is sent."""
+    problem = dangling_ref(schema)
+    if problem:
+        raise InvalidRequestError(f"{origin}: {problem}; nothing was sent")
 
 
 class _CannotInline(Exception):
@@ -277,11 +279,11 @@ def _walk(node: Any, defs: Mapping[str, Any], seen: tuple[str, ...], *, inline: 
     for key, value in node.items():
         if key in _DROPPED or (inline and key in {"$ref", "$defs", "definitions"}):
             continue
-        if key in _SCHEMA_MAPS and isinstance(value, Mapping):
+        if key in SCHEMA_MAPS and isinstance(value, Mapping):
             out[key] = {k: _walk(v, defs, seen, inline=inline) for k, v in value.items()}
-        elif key in _SCHEMA_LISTS and isinstance(value, list):  # incl. draft-4 tuple "items"
+        elif key in SCHEMA_LISTS and isinstance(value, list):  # incl. draft-4 tuple "items"
             out[key] = [_walk(v, defs, seen, inline=inline) for v in value]
-        elif key in _SCHEMA_ONE:
+        elif key in SCHEMA_ONE:
             out[key] = _walk(value, defs, seen, inline=inline)
         else:
             out[key] = value

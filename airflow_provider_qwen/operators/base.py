@@ -6,7 +6,8 @@ before, charge recorded after), and ``execute`` pushes the try's ``qwen_cost`` r
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import copy
+from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,12 @@ GENERATION_PARAMS = (
     "normalize_tool_schemas",
     "extra_body",
 )
+
+
+# The fields that become message text, and the parameters that are booleans.
+TEXT_FIELDS = ("prompt", "system_prompt", "messages")
+BOOL_PARAMS = frozenset({"logprobs", "normalize_tool_schemas"})
+_ABSENT = object()
 
 
 def is_templated(value: Any) -> bool:
@@ -136,6 +143,9 @@ class QwenBaseOperator(BaseOperator):
         self.generation_params: dict[str, Any] = {
             name: value for name, value in given.items() if value is not None
         }
+        # As written, before rendering: to name the expression that left a message without text.
+        self._text_templates = {name: copy.deepcopy(getattr(self, name)) for name in TEXT_FIELDS}
+        self._templated_params = frozenset(n for n, v in self.generation_params.items() if is_templated(v))
         # Subclasses call validate_static_parameters() at the end of their own __init__,
         # once their extra request parameters (tools, stream ...) are set.
 
@@ -152,15 +162,29 @@ class QwenBaseOperator(BaseOperator):
         for field in ("max_cost_usd", "dag_run_budget_usd"):
             if not is_templated(getattr(self, field)):
                 parse_usd(field, getattr(self, field))
-        if is_templated(self.generation_params) or is_templated(self.model):
-            return
         if self.prompt is None and not self.messages:
             from airflow_provider_qwen.client.errors import InvalidRequestError
 
             raise InvalidRequestError(f"{type(self).__name__} {self.task_id!r} needs a prompt or messages")
+        static_text = not any(is_templated(getattr(self, name)) for name in TEXT_FIELDS)
+        conversation = self.rendered_messages() if static_text else None  # an empty prompt fails here
+        if is_templated(self.generation_params) or is_templated(self.model):
+            return
         self.build_request(
-            [{"role": "user", "content": "parameter check"}], model=self.model or DEFAULT_MODEL
+            conversation or [{"role": "user", "content": "parameter check"}],
+            model=self.model or DEFAULT_MODEL,
         )
+
+    def check_flags(self, **flags: Any) -> None:
+        """Refuse an operator switch that is not a boolean (``stream="yes"`` would stream)."""
+        from airflow_provider_qwen.client.errors import InvalidRequestError
+
+        for name, value in flags.items():
+            if not isinstance(value, bool):
+                raise InvalidRequestError(
+                    f"{type(self).__name__} {self.task_id!r}: {name}={value!r} must be a boolean; "
+                    "allowed: True or False"
+                )
 
     # -- rendering and requests -----------------------------------------------------------
 
@@ -178,12 +202,73 @@ class QwenBaseOperator(BaseOperator):
         history.extend(dict(m) for m in self.messages or [])
         return history
 
-    def rendered_messages(self) -> list[dict[str, Any]]:
-        """The conversation from the rendered fields: system, then ``messages``, then ``prompt``."""
+    def rendered_messages(self, context: Context | None = None) -> list[dict[str, Any]]:
+        """The conversation from the rendered fields: system, then ``messages``, then ``prompt``; with
+        the render's ``context``, text a template left at None is refused first (check_rendered_text)."""
+        if context is not None:
+            self.check_rendered_text(context)
+        prompt = self.prompt
+        if prompt is not None and (not isinstance(prompt, str) or not prompt.strip()):
+            from airflow_provider_qwen.client.errors import InvalidRequestError
+
+            empty = self._missing_values(context, "prompt", empty=True)
+            because = f": {empty}" if empty else ""
+            raise InvalidRequestError(
+                f"{type(self).__name__} {self.task_id!r}: prompt={prompt!r} has no text{because}; "
+                "a prompt must be a non-empty string; nothing was sent"
+            )
         conversation = self.history_messages()
-        if self.prompt:
-            conversation.append({"role": "user", "content": self.prompt})
+        if prompt is not None:
+            conversation.append({"role": "user", "content": prompt})
         return conversation
+
+    def check_rendered_text(self, context: Context) -> None:
+        """Refuse message text a template rendered to None (native rendering: the message would be
+        dropped) or to "None" from an expression that was None (the text "None" would be sent)."""
+        from airflow_provider_qwen.client.errors import InvalidRequestError
+        from airflow_provider_qwen.client.fields import field_path
+
+        for name, template in self._text_templates.items():
+            for path, source in _template_leaves(template, (name,)):
+                rendered = _at(getattr(self, name), path[1:])
+                if rendered is _ABSENT or rendered == source:
+                    continue  # not rendered here (a mapped value is data, never a template)
+                if rendered is None or (isinstance(rendered, str) and "None" in rendered):
+                    missing = self._missing_values(context, path)
+                    if rendered is None or missing:
+                        what = missing or "the template rendered to None"
+                        raise InvalidRequestError(
+                            f"{type(self).__name__} {self.task_id!r}: {field_path(path)} has no value: "
+                            f"{what} (a missing XCom, param or upstream result?); it would be sent as "
+                            f"{'nothing' if rendered is None else repr(rendered[:80])}, so nothing was sent. "
+                            "To send the word None on purpose, write {{ (...) | string }}"
+                        )
+
+    def _missing_values(
+        self, context: Context | None, path: str | tuple[Any, ...], *, empty: bool = False
+    ) -> str:
+        """Which ``{{ expression }}`` of the field's template gave None (or no text, with ``empty``)."""
+        if context is None:
+            return ""
+        path = (path,) if isinstance(path, str) else path
+        source = _at(self._text_templates.get(path[0]), path[1:])
+        if not isinstance(source, str) or not is_templated(source):
+            return ""
+        env = self.get_template_env()
+        try:
+            if source.endswith(tuple(self.template_ext)):
+                source = env.loader.get_source(env, source)[0] if env.loader else source
+            found = []
+            for expression in _expressions(env, source):
+                try:
+                    value = env.compile_expression(expression, undefined_to_none=False)(**context)
+                except Exception:  # a loop variable or a macro: not known outside the template
+                    continue
+                if value is None or (empty and isinstance(value, str) and not value.strip()):
+                    found.append(f"{{{{ {expression} }}}} was {value!r}")
+        except Exception:  # naming the expression is a courtesy: never let it hide the refusal
+            return ""
+        return ", ".join(found)
 
     def request_builder(self, model: str | None = None) -> RequestBuilder:
         """The operator's parameters and the subclass's extras, for ``model`` (default: the task's)."""
@@ -192,6 +277,9 @@ class QwenBaseOperator(BaseOperator):
 
         chosen = model or self.model or self.hook.default_model
         params = {**self.generation_params, **self.extra_request_params()}
+        for name in BOOL_PARAMS & self._templated_params:  # a boolean rendered as text reads back
+            if params.get(name) in ("True", "False"):
+                params[name] = params[name] == "True"
         if "normalize_tool_schemas" not in self.generation_params and not profile_for(chosen).accepts(
             "normalize_tool_schemas"
         ):
@@ -256,6 +344,43 @@ class QwenBaseOperator(BaseOperator):
 
     def run(self, context: Context, calls: Calls) -> Any:
         raise NotImplementedError
+
+
+def _template_leaves(value: Any, path: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], str]]:
+    """Every template string in a (possibly nested) field value, with its path."""
+    if isinstance(value, str):
+        if is_templated(value):
+            yield path, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _template_leaves(item, (*path, key))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _template_leaves(item, (*path, index))
+
+
+def _at(value: Any, path: Sequence[Any]) -> Any:
+    for part in path:
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            return _ABSENT
+    return value
+
+
+def _expressions(env: Any, source: str) -> list[str]:
+    """The source text of each ``{{ ... }}`` of a template, in order."""
+    found: list[str] = []
+    current: list[str] | None = None
+    for _, kind, text in env.lex(source):
+        if kind == "variable_begin":
+            current = []
+        elif kind == "variable_end":
+            found.append("".join(current or ()).strip())
+            current = None
+        elif current is not None:
+            current.append(text)
+    return found
 
 
 def qwen_task_ids(dag: Any) -> list[str]:

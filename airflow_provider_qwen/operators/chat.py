@@ -42,6 +42,9 @@ class QwenChatOperator(QwenBaseOperator):
         self.include_reasoning = include_reasoning
         self.stream = stream
         self.fail_on_truncation = fail_on_truncation
+        self.check_flags(
+            include_reasoning=include_reasoning, stream=stream, fail_on_truncation=fail_on_truncation
+        )
         self.validate_static_parameters()
 
     def extra_request_params(self) -> dict[str, Any]:
@@ -50,7 +53,7 @@ class QwenChatOperator(QwenBaseOperator):
         return {}
 
     def run(self, context: Context, calls: Calls) -> Any:
-        request = self.build_request(self.rendered_messages())
+        request = self.build_request(self.rendered_messages(context))
         if self.stream:
             progress = StreamProgress(self.log)
             completion = calls.stream(request, progress.update, fail_on_truncation=self.fail_on_truncation)

@@ -96,6 +96,10 @@ class QwenToolCallOperator(QwenBaseOperator):
         repairs = self.max_repairs
         if isinstance(repairs, bool) or not isinstance(repairs, int) or repairs < 0:
             raise InvalidRequestError(f"{where}: max_repairs={self.max_repairs!r} must be an integer >= 0")
+        self.check_flags(fail_on_truncation=self.fail_on_truncation)
+        if self.parallel_tool_calls is not None:
+            self.check_flags(parallel_tool_calls=self.parallel_tool_calls)
+        _ = self.specs  # every schema (and each $ref in it) is checked now, when the DAG is parsed
 
     @property
     def single_output(self) -> bool:
@@ -140,7 +144,7 @@ class QwenToolCallOperator(QwenBaseOperator):
                 "a tool schema is recursive and cannot be inlined: sending it with $defs and "
                 "normalize_tool_schemas=True so the gateway rewrites it"
             )
-        messages = self.rendered_messages()
+        messages = self.rendered_messages(context)
         return self._structured(messages, calls) if self.single_output else self._calls(messages, calls)
 
     def _structured(self, messages: list[dict[str, Any]], calls: Calls) -> Any:

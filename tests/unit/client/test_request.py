@@ -44,7 +44,7 @@ def refusal(messages: Any = HI, **params: Any) -> str:
         ),
         pytest.param(
             {"tools": [tool("get weather")]},
-            ["tools.0.function.name='get weather'", "1-64 characters of letters, digits, '_' and '-'"],
+            ["tools[0].function.name='get weather'", "1-64 characters of letters, digits, '_' and '-'"],
             id="tool-name",
         ),
         pytest.param(
@@ -91,22 +91,22 @@ def test_bad_parameters_are_refused_naming_field_value_and_range(params: dict[st
     ("messages", "expected"),
     [
         pytest.param([], ["messages=[]", "at least 1"], id="empty"),
-        pytest.param([{"role": "bot", "content": "x"}], ["messages.0", "'bot'", "'user'"], id="role"),
-        pytest.param([{"role": "user"}], ["messages.0.content", "missing"], id="no-content"),
+        pytest.param([{"role": "bot", "content": "x"}], ["messages[0]", "'bot'", "'user'"], id="role"),
+        pytest.param([{"role": "user"}], ["messages[0].content", "missing"], id="no-content"),
         pytest.param(
-            [{"role": "tool", "content": "4"}], ["messages.0.tool_call_id", "missing"], id="tool-id"
+            [{"role": "tool", "content": "4"}], ["messages[0].tool_call_id", "missing"], id="tool-id"
         ),
         pytest.param(
             [{"role": "assistant"}], ["assistant message needs content or tool_calls"], id="assistant"
         ),
         pytest.param(
             [{"role": "assistant", "content": "x", "reasoning_content": "y"}],
-            ["messages.0.reasoning_content", "never sent back"],
+            ["messages[0].reasoning_content", "never sent back"],
             id="reasoning-echo",
         ),
         pytest.param(
             [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
-            ["messages.0.content", "'text'"],
+            ["messages[0].content", "'text'"],
             id="non-text-part",
         ),
     ],
@@ -259,7 +259,7 @@ def test_chat_request_forbids_unknown_fields_directly_too():
         ),
         pytest.param(
             {"tools": [{"type": "function", "function": {"name": "f", "strict": "maybe"}}]},
-            "tools.0.function.strict='maybe'",
+            "tools[0].function.strict='maybe'",
             id="strict",
         ),
     ],
