@@ -299,12 +299,18 @@ class QwenBaseOperator(BaseOperator):
         from airflow_provider_qwen.cost.record import parse_usd
         from airflow_provider_qwen.operators.spend import task_cost
 
+        model = self.model or self.hook.default_model
+        if (self.max_cost_usd or self.dag_run_budget_usd) and self.hook.prices.get(model) is None:
+            try:  # a budget needs the model's price: the live table may have it
+                self.hook.refresh_prices()
+            except Exception as exc:
+                self.log.warning("could not fetch the live price table for model=%r: %s", model, exc)
         cost = task_cost(
             context,
             prices=self.hook.prices,
             max_cost_usd=parse_usd("max_cost_usd", self.max_cost_usd),
             dag_run_budget_usd=parse_usd("dag_run_budget_usd", self.dag_run_budget_usd),
-            model=self.model or self.hook.default_model,
+            model=model,
             task_ids=qwen_task_ids(context.get("dag")),
         )
         calls = Calls(cost, client=lambda: self.hook.get_conn(), log=self.log)  # fetched on first use
