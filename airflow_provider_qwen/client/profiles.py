@@ -164,6 +164,22 @@ LISTED_WINDOWS: dict[str, int] = {
     "alibaba/qwen3.6-35b-a3b": 262_144,
     "alibaba/qwen3.6-max-preview": 262_144,
     "alibaba/qwen3.8-2.4t-a95b": 262_144,
+    "qwen-max-2025-01-25": 32_000,
+    "qwen-max": 32_000,
+    "Qwen/Qwen3-235B-A22B-fp8-tput": 32_000,
+    "Qwen/Qwen2.5-72B-Instruct-Turbo": 32_000,
+    "Qwen/Qwen2.5-Coder-32B-Instruct": 131_000,
+    "Qwen/QwQ-32B": 131_000,
+    "Qwen/Qwen2-72B-Instruct": 32_000,
+    "Qwen/Qwen-14B-Chat": 8_000,
+    "Qwen/Qwen1.5-0.5B": 32_000,
+    "Qwen/Qwen1.5-1.8B": 32_000,
+    "Qwen/Qwen1.5-4B": 32_000,
+    "Qwen/Qwen1.5-1.8B-Chat": 32_000,
+    "Qwen/Qwen1.5-4B-Chat": 32_000,
+    "Qwen/Qwen1.5-7B-Chat": 32_000,
+    "Qwen/Qwen1.5-14B-Chat": 32_000,
+    "qwen/qvq-72b-preview": 32_000,
 }
 
 LISTED: tuple[ModelProfile, ...] = tuple(

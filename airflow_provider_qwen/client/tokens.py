@@ -10,6 +10,7 @@ BPE never needs more), each special token of the template one. The vocabulary lo
 from __future__ import annotations
 
 import json
+import re
 import threading
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from airflow_provider_qwen.client.request import ChatRequest
 
 VOCABULARY = "qwen3.6-27b"  # the vocabulary of the whole Qwen3.5+ line (248,044 tokens)
+_VOCABULARY_MODELS = re.compile(r"^(alibaba/)?qwen3\.([5-9]|\d\d)", re.IGNORECASE)
 
 IM_START, IM_END, THINK, END_THINK = "<|im_start|>", "<|im_end|>", "<think>", "</think>"
 _SPECIAL = object()  # marks a special token in a rendered template: one token, exactly
@@ -235,8 +237,10 @@ def chat_tokens(
     tools: Sequence[Mapping[str, Any]] = (),
     *,
     thinking: bool = True,
+    bytes_bound: bool = False,
 ) -> int:
-    """Prompt tokens of a conversation, chat template included: what the service reports."""
+    """Prompt tokens of a conversation, chat template included: what the service reports
+    (``bytes_bound``: one token per UTF-8 byte instead, a bound for any byte-level vocabulary)."""
     specials = 0
     runs: list[str] = []
     current: list[str] = []
@@ -250,6 +254,8 @@ def chat_tokens(
             current.append(part)
     if current:
         runs.append("".join(current))
+    if bytes_bound:
+        return specials + sum(len(run.encode("utf-8", "surrogatepass")) for run in runs)
     return specials + sum(texts_tokens(runs) if len(runs) > 8 else [text_tokens(run) for run in runs])
 
 

@@ -68,3 +68,13 @@ def test_without_the_vocabulary_every_count_is_an_upper_bound(monkeypatch):
 def test_four_megabytes_count_in_one_pass(size):
     text = ("Invoice 2026-12-01 total 1,234.56 EUR; 发票总额. " * (size // 48))[:size]
     assert tokens.texts_tokens([text, "hi"])[0] == tokens.text_tokens(text) > size // 8
+
+
+def test_a_model_off_the_vocabulary_gets_a_byte_bound_worst_case():
+    text = "Quarterly revenue 1234 EUR " * 50
+    line = build_request(text, model="alibaba/qwen3.8-max")
+    older = build_request(text, model="Qwen/Qwen2.5-72B-Instruct-Turbo")
+    assert tokens.counts_exactly("alibaba/qwen3.8-max") and tokens.counts_exactly("qwen3.6-flash")
+    assert not tokens.counts_exactly("Qwen/Qwen2.5-72B-Instruct-Turbo")
+    assert tokens.request_token_bound(line) < len(text.encode())
+    assert tokens.request_token_bound(older) >= len(text.encode())
