@@ -269,14 +269,24 @@ def request_tokens(request: ChatRequest) -> int:
     return chat_tokens(body.get("messages") or [], body.get("tools") or [], thinking=_thinking(body))
 
 
+def counts_exactly(model: str) -> bool:
+    """Whether ``model`` uses the vocabulary counted here (the Qwen3.5+ line); others get bounds."""
+    return _VOCABULARY_MODELS.match(model) is not None
+
+
 def request_token_bound(request: ChatRequest) -> int:
-    """At least the prompt tokens the service can count for ``request``: the worst case's prompt."""
+    """At least the prompt tokens the service can count for ``request``: the worst case's prompt.
+
+    The vocabulary's count plus a template allowance for the Qwen3.5+ line; one token per byte for
+    any other model (an older Qwen vocabulary, another vendor's), which no byte-level BPE passes.
+    """
     body = request.to_body()
     messages, tools = body.get("messages") or [], body.get("tools") or []
     slack = (
         BOUND_SLACK_PER_REQUEST + BOUND_SLACK_PER_MESSAGE * len(messages) + BOUND_SLACK_PER_TOOL * len(tools)
     )
-    return chat_tokens(messages, tools, thinking=_thinking(body)) + slack
+    bytes_bound = not (exact() and counts_exactly(request.model))
+    return chat_tokens(messages, tools, thinking=_thinking(body), bytes_bound=bytes_bound) + slack
 
 
 def output_cap(request: ChatRequest) -> int:
