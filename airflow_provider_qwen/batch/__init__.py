@@ -2,12 +2,15 @@
 
 - ``limiter``: bounded, adaptive concurrency (AIMD on 429, Retry-After, requests-per-minute cap).
 - ``retry_policy``: the batch's own client's policy: 429s go to the limiter, a connection per slot.
-- ``chunking``: long items split on paragraph/sentence boundaries, then map-reduce.
-- ``checkpoint``: a journal of finished items under the provider's storage, read back on a retry.
+- ``chunking``: long text split on paragraph/sentence boundaries by exact token counts, linearly.
+- ``long_items``: map-reduce over the parts of an item too long for one request.
+- ``checkpoint``: a journal of finished work under the provider's storage, read back on a retry;
+  each record bound to its item, slot and request, with a checksum.
 - ``inputs``: the ``items`` argument, resolved (never rendered) and checked.
 - ``items``: one item from prompt to result (structured output, repairs, chunks, large outputs).
 - ``runner``: the async scheduler that drives the items and builds the ``qwen_batch`` report.
 - ``progress``: a log line every few seconds, never one per item.
+- ``event_loop``: the batch's own event loop, with the heap before it frozen.
 
 No module here imports Airflow at import time; the operator in ``operators/batch.py`` is the glue.
 """

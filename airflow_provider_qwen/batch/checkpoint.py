@@ -1,9 +1,15 @@
 """The journal of finished work: what a retry of the task reads so it sends only what is left.
 
 Every finished item (and every finished part of a chunked item) is recorded as it finishes, keyed
-by the SHA-256 of its rendered request, under the task's folder (``storage.task_folder``: dag, run,
-task and map index). A retry of the same task instance, or a rerun after the worker was killed,
-finds the record and reuses its result instead of paying again.
+by its place (the item's index, and which part or reduce step) and the SHA-256 of its rendered
+request, under the task's folder (``storage.task_folder``: dag, run, task and map index). A retry of
+the same task instance, or a rerun after the worker was killed, finds the record and reuses its
+result instead of paying again. Identical items have keys of their own: each is its own request.
+
+A record is bound to its work: it names its index, slot and request hash, and carries a checksum
+of its content. One that does not match what it is looked up for (an edited result, results
+swapped between keys, another index) is not used: ``record_problem`` says why, and the work is
+sent again.
 
 Two layouts, both safe against SIGKILL at any instant:
 
@@ -34,9 +40,51 @@ OBJECTS_DIR = "done"
 
 
 def request_key(request: ChatRequest) -> str:
-    """SHA-256 of the request body as sent (canonical JSON): the identity of one piece of paid work."""
+    """SHA-256 of the request body as sent (canonical JSON): the identity of one request."""
+    return request_hash_and_size(request)[0]
+
+
+def request_hash_and_size(request: ChatRequest) -> tuple[str, int]:
+    """``request_key`` and the length of the canonical body (characters: a bound on its tokens / 4)."""
     body = json.dumps(request.to_body(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+    return hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest(), len(body)
+
+
+def work_key(index: int, slot: str, request_hash: str) -> str:
+    """The key of one piece of work: item ``index``, its ``slot`` (``item``, ``part 2/5``, ``reduce
+    1.0``) and its request: identical requests of different items (or parts) are different work."""
+    return hashlib.sha256(f"{index}\x1f{slot}\x1f{request_hash}".encode()).hexdigest()
+
+
+def _checksum(record: dict[str, Any]) -> str:
+    content = {k: v for k, v in record.items() if k != "checksum"}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def seal(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with the checksum of its content (what ``record_problem`` checks on reading)."""
+    return {**record, "checksum": _checksum(record)}
+
+
+def sealed(record: dict[str, Any]) -> bool:
+    """Whether the record's content matches its checksum."""
+    return record.get("checksum") == _checksum(record)
+
+
+def record_problem(record: dict[str, Any], *, index: int, slot: str, request_hash: str) -> str | None:
+    """Why ``record`` is not the record of this work (None: it is)."""
+    if not sealed(record):
+        return "its checksum does not match its content (edited, or written by another version)"
+    if record.get("index") != index:
+        return f"it is the record of item {record.get('index')!r}"
+    if record.get("slot") != slot:
+        return f"it is the record of {record.get('slot')!r}, not {slot!r}"
+    if record.get("request") != request_hash:
+        return "it is the record of another request"
+    if record.get("key") != work_key(index, slot, request_hash):
+        return "its key is not the key of its work"
+    return None
 
 
 def encode_record(record: dict[str, Any]) -> bytes:
@@ -66,8 +114,8 @@ class Journal:
         return self.records.get(key)
 
     async def put(self, record: dict[str, Any]) -> None:
-        """Record one finished piece of work; durable once this returns."""
-        self.records[record["key"]] = record
+        """Record one finished piece of work (sealed with its checksum); durable once this returns."""
+        self.records[record["key"]] = seal(record)
 
     def close(self) -> None:
         """Release files; the records stay readable."""
@@ -79,6 +127,9 @@ class Journal:
                 if record is None:
                     self.torn += 1 if line.strip() else 0
                     continue
+                known = self.records.get(record["key"])
+                if known is not None and sealed(known) and not sealed(record):
+                    continue  # a bad copy never hides a good record under the same key
                 self.records[record["key"]] = record
         self.loaded = len(self.records)
 
@@ -101,6 +152,7 @@ class LocalJournal(Journal):
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     async def put(self, record: dict[str, Any]) -> None:
+        record = seal(record)
         data = encode_record(record)
         if self._fd is None:
             raise RuntimeError("the journal is closed")
@@ -128,6 +180,7 @@ class ObjectJournal(Journal):
         self._load([data if data.endswith(b"\n") else data + b"\n" for data in found.values()])
 
     async def put(self, record: dict[str, Any]) -> None:
+        record = seal(record)
         target = self.folder / f"{record['key']}.json"
         await asyncio.to_thread(target.write_bytes, encode_record(record))
         self.records[record["key"]] = record

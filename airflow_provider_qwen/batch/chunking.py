@@ -1,75 +1,120 @@
-"""Long items: estimate tokens, split text on paragraph/sentence boundaries, group partial results.
+"""Long items: split text on paragraph/sentence boundaries by exact token counts, group partial results.
 
-An item whose rendered prompt is estimated above ``max_input_tokens`` is split into parts that
-fit, each part is processed with the item's own prompt, and the partial results are combined by
-a final call (map-reduce; several rounds when the partial results themselves do not fit).
+An item whose request is over ``max_input_tokens`` is split into parts that fit, each part is
+processed with the item's own prompt, and the partial results are combined by a final call
+(map-reduce; several rounds when the partial results themselves do not fit).
+
+Splitting is linear in the text: each part is the longest prefix of the rest that fits (cut by
+``tokens.token_slices`` over a window a little longer than one part), moved back to the last
+paragraph, sentence or word boundary in it, then counted exactly once more. CPU-bound (about a
+second per 4 MB): callers run it off the event loop.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 
-from airflow_provider_qwen.client.tokens import text_tokens
+from airflow_provider_qwen.client.tokens import text_tokens, token_slices
 
 MIN_PART_TOKENS = 32  # below this a split makes no sense: the prompt leaves no room for text
+_FIRST_WINDOW_CHARS_PER_TOKEN = 1.5  # the first window's guess (doubled while it fits); then the text's own
+_LAST_MATCH_REACH = (256, 4096, 65536)  # a boundary is looked for this far back first, then further
+_WINDOW_GROWTH = 1.25  # a window is this much longer than the last part, so it holds one part and more
 
 _PARAGRAPH = re.compile(r"\n[ \t\r\f\v]*\n\s*")
-_SENTENCE = re.compile(r"(?<=[.!?\u2026])\s+|(?<=[\u3002\uff01\uff1f\uff1b])")
-_WORD = re.compile(r"(?<=\S)(?=\s)")
+_SENTENCE_END = re.compile(r"[.!?\u2026]+(?=\s)|[\u3002\uff01\uff1f\uff1b]+")
+_NEXT_SENTENCE_END = re.compile(_SENTENCE_END.pattern + "|" + _PARAGRAPH.pattern)
+_SPACE = re.compile(r"\s+")
 
 
 def split_text(text: str, max_tokens: int) -> list[str]:
-    """``text`` in consecutive parts of at most ``max_tokens`` (estimated) each.
+    """``text`` (NFC) in consecutive parts of at most ``max_tokens`` exact tokens each.
 
-    Paragraphs are kept whole where they fit; a longer paragraph is cut between sentences, a longer
-    sentence between words, and a longer word (a blob) by characters. Parts are packed greedily, so
-    there are as few as the limit allows.
+    A paragraph stays whole where it fits in a part; a longer one is cut between sentences, a longer
+    sentence between words, and a longer word (a blob without spaces) between tokens. Whitespace at a
+    cut is dropped; otherwise the parts joined are the text.
     """
     if max_tokens < 1:
         raise ValueError(f"max_tokens={max_tokens} must be >= 1")
-    if text_tokens(text) <= max_tokens:
-        return [text]
-    pieces: list[tuple[str, str]] = []  # (separator before it, piece)
-    for paragraph in _PARAGRAPH.split(text.strip()):
-        for i, (separator, piece) in enumerate(_fit(paragraph, max_tokens)):
-            pieces.append(("\n\n" if i == 0 else separator, piece))
-    return _pack(pieces, max_tokens)
-
-
-def _fit(paragraph: str, max_tokens: int) -> list[tuple[str, str]]:
-    """A paragraph as (separator, piece) pairs that each fit: itself, its sentences, their words,
-    or slices of a word (joined back without a separator)."""
-    if text_tokens(paragraph) <= max_tokens:
-        return [("", paragraph)]
-    pieces: list[tuple[str, str]] = []
-    for sentence in (s for s in _SENTENCE.split(paragraph) if s.strip()):
-        if text_tokens(sentence) <= max_tokens:
-            pieces.append((" ", sentence.strip()))
+    text = unicodedata.normalize("NFC", text)
+    parts: list[str] = []
+    start, end_of_text = _skip_space(text, 0, len(text)), len(text)
+    width = int(max_tokens * _FIRST_WINDOW_CHARS_PER_TOKEN) + 64
+    while start < end_of_text:
+        end = min(end_of_text, start + width)
+        window = text[start:end]
+        slices = token_slices(window, max_tokens)
+        if not window.startswith(slices[0]):  # normalisation changed the window: cut by bytes instead
+            slices = [_byte_prefix(window, max_tokens), ""]
+        if len(slices) == 1 and end < end_of_text:
+            width *= 2  # the window fits whole: the text is sparser in tokens than guessed
             continue
-        for word in (w.strip() for w in _WORD.split(sentence) if w.strip()):
-            if text_tokens(word) <= max_tokens:
-                pieces.append((" ", word))
-                continue
-            step = max(1, max_tokens // 4)  # 4 bytes (tokens at most) per character
-            pieces.extend(("" if i else " ", word[i : i + step]) for i in range(0, len(word), step))
-    return pieces
+        fit = start + len(slices[0])
+        cut = fit if fit >= end_of_text else _cut(text, start, fit)
+        part = text[start:cut].rstrip()
+        parts.extend(_exact(part, max_tokens) if cut != fit else [part] if part else [])
+        width = int((fit - start) * _WINDOW_GROWTH) + 64
+        start = _skip_space(text, cut, end_of_text)
+    return parts or [text]
 
 
-def _pack(pieces: list[tuple[str, str]], max_tokens: int) -> list[str]:
-    """Consecutive pieces joined by their separators, as few parts as fit ``max_tokens`` each."""
-    packed: list[str] = []
-    current = ""
-    for separator, piece in pieces:
-        candidate = f"{current}{separator}{piece}" if current else piece
-        if current and text_tokens(candidate) > max_tokens:
-            packed.append(current)
-            current = piece
-        else:
-            current = candidate
-    if current:
-        packed.append(current)
-    return packed
+def _cut(text: str, start: int, fit: int) -> int:
+    """Where the part that may reach ``fit`` ends: what greedy packing of paragraphs, then
+    sentences, then words would choose. ``span`` (the part's length) estimates whether the piece
+    after a boundary fits a part of its own; the exact count comes after."""
+    span = fit - start
+    paragraph = _last(_PARAGRAPH, text, start, fit)
+    inner_break = paragraph is not None and paragraph.start() > start
+    if paragraph is not None and inner_break and _piece_fits(_PARAGRAPH, text, paragraph.end(), span):
+        return paragraph.start()  # the next paragraph goes whole into the next part
+    region = paragraph.end() if paragraph is not None else start
+    sentence = _last(_SENTENCE_END, text, region, fit)
+    if sentence is not None and _piece_fits(_NEXT_SENTENCE_END, text, sentence.end(), span):
+        return sentence.end()
+    space = _last(_SPACE, text, region, fit)
+    if space is not None and space.start() > start and _piece_fits(_SPACE, text, space.end(), span):
+        return space.start()
+    return paragraph.start() if paragraph is not None and inner_break else fit
+
+
+def _last(pattern: re.Pattern[str], text: str, start: int, end: int) -> re.Match[str] | None:
+    """The last match in ``text[start:end]``, looked for near ``end`` first (boundaries are dense)."""
+    for reach in (*_LAST_MATCH_REACH, end - start):
+        found = None
+        for found in pattern.finditer(text, max(start, end - reach), end):  # noqa: B007 - the last one
+            pass
+        if found is not None or reach >= end - start:
+            return found
+    return None
+
+
+def _piece_fits(pattern: re.Pattern[str], text: str, start: int, span: int) -> bool:
+    """Whether the piece from ``start`` to the next boundary is at most ``span`` characters long
+    (so likely fits a part); the search stops after ``span`` characters, keeping the split linear."""
+    limit = min(len(text), start + span + 1)
+    return limit == len(text) or pattern.search(text, start, limit) is not None
+
+
+def _skip_space(text: str, start: int, end: int) -> int:
+    found = _SPACE.match(text, start, end)
+    return found.end() if found else start
+
+
+def _exact(part: str, max_tokens: int) -> list[str]:
+    """``part`` if its exact count fits (a prefix of a slice nearly always does), else its token slices."""
+    if not part:
+        return []
+    if text_tokens(part) <= max_tokens:
+        return [part]
+    return [piece for piece in token_slices(part, max_tokens) if piece]
+
+
+def _byte_prefix(text: str, max_bytes: int) -> str:
+    """The longest prefix of at most ``max_bytes`` UTF-8 bytes (so at most that many tokens)."""
+    prefix = text.encode("utf-8", "surrogatepass")[:max_bytes].decode("utf-8", "ignore")
+    return prefix or text[:1]
 
 
 def reduce_groups(texts: Sequence[str], max_tokens: int) -> list[list[int]]:

@@ -3,20 +3,29 @@ repairs, or map-reduce over parts of a long text), keep large results out of XCo
 
 Item text is data: it reaches the prompt template only as the ``item`` variable, and partial
 results reach the reduce template only as ``summaries``; neither is ever compiled as a template.
+
+Each item is its own work, identical items too (the checkpoint key holds the item's index); with
+``deduplicate`` an item whose request another item is already sending waits for that answer and
+takes it (reported ``deduplicated``). Token counting and the hashing of a large item's request
+run in a worker thread, never on the batch's event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from airflow_provider_qwen.batch.checkpoint import Journal, request_key
-from airflow_provider_qwen.batch.chunking import MIN_PART_TOKENS, reduce_groups, split_text
-from airflow_provider_qwen.client.errors import BudgetExceededError, InvalidRequestError, QwenError
-from airflow_provider_qwen.client.tokens import request_tokens, text_tokens
+from airflow_provider_qwen.batch.checkpoint import (
+    Journal,
+    record_problem,
+    request_hash_and_size,
+    work_key,
+)
+from airflow_provider_qwen.batch.long_items import LongItems
+from airflow_provider_qwen.client.errors import BudgetExceededError, QwenError
 from airflow_provider_qwen.cost.record import CostTotals
 
 if TYPE_CHECKING:
@@ -27,7 +36,8 @@ if TYPE_CHECKING:
     from airflow_provider_qwen.client.structured import ToolSpec
 
 ERROR_CHARS = 500  # an error message kept in the qwen_batch report is cut to this length
-OMITTED = "[the text is not repeated here: it was processed in the parts below]"
+BIG_CHARS = 100_000  # an item (with the messages before it) longer than this is prepared in a thread
+REJECTIONS_LOGGED = 20  # mismatched checkpoint records named in the log one by one; then only counted
 
 DEFAULT_REDUCE_PROMPT = """\
 The text was too long to process at once, so it was split into {{ summaries | length }} consecutive \
@@ -47,6 +57,7 @@ instructions. Do not mention the parts.
 
 Render = Callable[[Mapping[str, Any]], str]
 Send = Callable[["ChatRequest"], Awaitable["ChatCompletion"]]
+T = TypeVar("T")
 
 
 @dataclass
@@ -62,6 +73,8 @@ class ItemPlan:
     max_input_tokens: int | None = None
     chunk_field: str = "text"
     render_reduce: Render | None = None
+    deduplicate: bool = False  # identical requests of different items sent once
+    base_chars: int = 0  # characters of ``base_messages`` (decides what is prepared off the loop)
 
 
 @dataclass
@@ -77,6 +90,7 @@ class ItemOutcome:
     parts: int = 0
     resumed: bool = False
     truncated: bool = False
+    deduplicated: bool = False  # the answer of an identical item of this try, taken instead of sent
     reused: CostTotals = field(default_factory=CostTotals)  # checkpointed work taken instead of sent
 
 
@@ -105,70 +119,86 @@ class _Spend:
         return whole.charge_fields()
 
 
+@dataclass(frozen=True)
+class _Work:
+    """One rendered request of an item and what identifies it."""
+
+    messages: list[dict[str, Any]]
+    request: ChatRequest
+    request_hash: str
+    size: int  # characters of its canonical body
+
+
 def describe_error(exc: BaseException) -> str:
     """A short, key-free description of why an item failed."""
     text = f"{type(exc).__name__}: {exc}"
     return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 3] + "..."
 
 
-class ItemProcessor:
+class ItemProcessor(LongItems):
     """Turns item indices into outcomes; all requests go through ``send`` (limits, budget, cost)."""
 
-    def __init__(self, plan: ItemPlan, send: Send, journal: Journal, outputs: OutputStore) -> None:
+    def __init__(
+        self, plan: ItemPlan, send: Send, journal: Journal, outputs: OutputStore, log: Any = None
+    ) -> None:
         self.plan = plan
         self.send = send
         self.journal = journal
         self.outputs = outputs
+        self.log = log or logging.getLogger(__name__)
+        self.rejected = 0  # checkpoint records that did not match their work (sent again)
+        self._leaders: dict[str, asyncio.Future[tuple[int, ItemOutcome]]] = {}
 
     async def process(self, index: int) -> ItemOutcome:
         spend = _Spend()
+        leader: asyncio.Future[tuple[int, ItemOutcome]] | None = None
         try:
-            return await self._process(index, spend)
+            item = self.plan.items[index]
+            big = _text_chars(item, self.plan.chunk_field) + self.plan.base_chars > BIG_CHARS
+            variables = {"item": item, "index": index, "chunk": None}
+            work = await _cpu(big, self._work, self._messages(self.plan.render_prompt(variables)))
+            key = work_key(index, "item", work.request_hash)
+            record = self._lookup(key, index, "item", work.request_hash)
+            if record is not None:
+                spend.reuse(record)
+                return _resumed(index, record, spend.reused)
+            if self.plan.deduplicate:
+                first = self._leaders.get(work.request_hash)
+                if first is not None:
+                    return await self._copy(index, key, work, first)
+                leader = asyncio.get_running_loop().create_future()
+                self._leaders[work.request_hash] = leader
+            outcome = await self._produce(index, item, key, work, spend, big)
         except Exception as exc:
             unsent = isinstance(exc, BudgetExceededError) and not spend.paid.requests
-            return ItemOutcome(
+            outcome = ItemOutcome(
                 index,
                 "unstarted" if unsent else "failed",
                 error=describe_error(exc),
                 exception=exc,
                 reused=spend.reused,
             )
+        except BaseException:
+            if leader is not None:  # cancelled: the copies must not wait forever
+                leader.set_result((index, ItemOutcome(index, "failed", error="cancelled")))
+            raise
+        if leader is not None:
+            leader.set_result((index, outcome))
+        return outcome
 
-    async def _process(self, index: int, spend: _Spend) -> ItemOutcome:
-        item = self.plan.items[index]
-        messages = self._messages(self.plan.render_prompt({"item": item, "index": index, "chunk": None}))
-        request = self.plan.requests.build(messages)
-        key = request_key(request)
-        record = self.journal.get(key)
-        if record is not None:
-            spend.reuse(record)
-            return ItemOutcome(
-                index,
-                "ok",
-                record.get("result"),
-                chunked=bool(record.get("chunked")),
-                parts=int(record.get("parts") or 0),
-                resumed=True,
-                truncated=bool(record.get("truncated")),
-                reused=spend.reused,
-            )
-        parts = self._parts(item, index, request)
+    async def _produce(
+        self, index: int, item: Any, key: str, work: _Work, spend: _Spend, big: bool
+    ) -> ItemOutcome:
+        parts = await _cpu(big, self._parts, item, index, work)
         if parts is None:
-            value = await self._answer(messages, spend, request)
+            value = await self._answer(work.messages, spend, work.request)
         else:
             value = await self._map_reduce(item, index, parts, spend)
         value = await self.outputs.keep(index, key, value)
         await self.journal.put(
-            {
-                "key": key,
-                "kind": "item",
-                "index": index,
-                "result": value,
-                "chunked": parts is not None,
-                "parts": len(parts or ()),
-                "truncated": spend.truncated,
-                **spend.record_fields(),
-            }
+            self._record(key, "item", index, "item", work.request_hash, value)
+            | {"chunked": parts is not None, "parts": len(parts or ()), "truncated": spend.truncated}
+            | spend.record_fields()
         )
         return ItemOutcome(
             index,
@@ -180,8 +210,67 @@ class ItemProcessor:
             reused=spend.reused,
         )
 
+    async def _copy(
+        self, index: int, key: str, work: _Work, leader: asyncio.Future[tuple[int, ItemOutcome]]
+    ) -> ItemOutcome:
+        """The outcome of the item already sending the same request (``deduplicate``), recorded as this
+        item's own, at no cost: a retry finds it, and nothing is counted twice."""
+        first, outcome = await asyncio.shield(leader)
+        if outcome.status != "ok":
+            error = f"the same request as item {first}, which did not succeed: {outcome.error}"
+            return ItemOutcome(index, outcome.status, error=error[:ERROR_CHARS], deduplicated=True)
+        record = self._record(key, "item", index, "item", work.request_hash, outcome.result)
+        flags = {"chunked": outcome.chunked, "parts": outcome.parts, "truncated": outcome.truncated}
+        await self.journal.put(record | flags | {"copy_of": first} | CostTotals().charge_fields())
+        return ItemOutcome(
+            index,
+            "ok",
+            outcome.result,
+            chunked=outcome.chunked,
+            parts=outcome.parts,
+            truncated=outcome.truncated,
+            deduplicated=True,
+        )
+
+    def _work(self, messages: list[dict[str, Any]]) -> _Work:
+        request = self.plan.requests.build(messages)
+        request_hash, size = request_hash_and_size(request)
+        return _Work(messages, request, request_hash, size)
+
     def _messages(self, prompt: str) -> list[dict[str, Any]]:
         return [*self.plan.base_messages, {"role": "user", "content": prompt}]
+
+    # -- the checkpoint -------------------------------------------------------------------
+
+    @staticmethod
+    def _record(key: str, kind: str, index: int, slot: str, request_hash: str, value: Any) -> dict[str, Any]:
+        return {
+            "key": key,
+            "kind": kind,
+            "index": index,
+            "slot": slot,
+            "request": request_hash,
+            "result": value,
+        }
+
+    def _lookup(self, key: str, index: int, slot: str, request_hash: str) -> dict[str, Any] | None:
+        """The checkpoint record of this work, if there is one and it is bound to this work."""
+        record = self.journal.get(key)
+        if record is None:
+            return None
+        problem = record_problem(record, index=index, slot=slot, request_hash=request_hash)
+        if problem is None:
+            return record
+        self.rejected += 1
+        if self.rejected <= REJECTIONS_LOGGED:
+            self.log.warning(
+                "checkpoint: the record found for item %d (%s) is not used, %s; sending it again%s",
+                index,
+                slot,
+                problem,
+                "" if self.rejected < REJECTIONS_LOGGED else " (further mismatched records are only counted)",
+            )
+        return None
 
     # -- one answer -----------------------------------------------------------------------
 
@@ -215,95 +304,52 @@ class ItemProcessor:
         return loop.value
 
     async def _checkpointed_answer(
-        self, index: int, messages: list[dict[str, Any]], spend: _Spend, kind: str
+        self, index: int, messages: list[dict[str, Any]], spend: _Spend, kind: str, slot: str
     ) -> Any:
         """``_answer`` for a part or a reduce step, itself checkpointed (a kill mid-item loses little).
 
         Its record carries what its own requests cost; the item's record sums its parts.
         """
-        request = self.plan.requests.build(messages)
-        key = request_key(request)
-        record = self.journal.get(key)
+        work = await asyncio.to_thread(self._work, messages)  # a part may be megabytes
+        key = work_key(index, slot, work.request_hash)
+        record = self._lookup(key, index, slot, work.request_hash)
         if record is not None:
             spend.reuse(record)
             return record.get("result")
         own = _Spend()
         try:
-            value = await self._answer(messages, own, request)
+            value = await self._answer(messages, own, work.request)
         finally:
             spend.merge(own)
         await self.journal.put(
-            {"key": key, "kind": kind, "index": index, "result": value, **own.record_fields()}
+            self._record(key, kind, index, slot, work.request_hash, value) | own.record_fields()
         )
         return value
 
-    # -- long items: map-reduce -----------------------------------------------------------
 
-    def _parts(self, item: Any, index: int, request: ChatRequest) -> list[str] | None:
-        """The item's text split to fit ``max_input_tokens``, or None when it fits (or has no text)."""
-        limit = self.plan.max_input_tokens
-        if limit is None:
-            return None
-        tokens = request_tokens(request)
-        text = item if isinstance(item, str) else _field_text(item, self.plan.chunk_field)
-        if tokens <= limit or not text:
-            return None
-        room = limit - (tokens - text_tokens(text))
-        if room < MIN_PART_TOKENS:
-            raise InvalidRequestError(
-                f"max_input_tokens={limit} leaves no room for the text of item {index}: the prompt "
-                f"without it is already about {tokens - text_tokens(text)} tokens"
-            )
-        parts = split_text(text, room)
-        return parts if len(parts) > 1 else None
-
-    async def _map_reduce(self, item: Any, index: int, parts: list[str], spend: _Spend) -> Any:
-        async def one(number: int, part: str) -> Any:
-            variant = part if isinstance(item, str) else {**item, self.plan.chunk_field: part}
-            chunk = {"index": number, "count": len(parts)}
-            prompt = self.plan.render_prompt({"item": variant, "index": index, "chunk": chunk})
-            return await self._checkpointed_answer(index, self._messages(prompt), spend, "part")
-
-        values = await _all(one(number, part) for number, part in enumerate(parts))
-        return await self._reduce(item, index, values, spend)
-
-    async def _reduce(self, item: Any, index: int, values: list[Any], spend: _Spend) -> Any:
-        """Combine partial results; in several rounds when together they pass ``max_input_tokens``."""
-        render_reduce, limit = self.plan.render_reduce, self.plan.max_input_tokens
-        if render_reduce is None or limit is None:  # pragma: no cover - _parts splits only with both
-            raise RuntimeError("map-reduce needs max_input_tokens and a reduce prompt")
-        placeholder = OMITTED if isinstance(item, str) else {**item, self.plan.chunk_field: OMITTED}
-        instructions = self.plan.render_prompt({"item": placeholder, "index": index, "chunk": None})
-
-        def messages_for(texts: list[str]) -> list[dict[str, Any]]:
-            variables = {"item": item, "index": index, "summaries": texts, "instructions": instructions}
-            return self._messages(render_reduce(variables))
-
-        room = max(MIN_PART_TOKENS, limit - _messages_tokens(messages_for([])))
-        while True:
-            texts = [v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for v in values]
-            groups = reduce_groups(texts, room)
-            if len(groups) == 1:
-                return await self._checkpointed_answer(index, messages_for(texts), spend, "reduce")
-            values = await _all(
-                self._checkpointed_answer(index, messages_for([texts[i] for i in group]), spend, "reduce")
-                for group in groups
-            )
+def _text_chars(item: Any, name: str) -> int:
+    """The characters of an item's text (a string item, or its text field and other strings)."""
+    if isinstance(item, str):
+        return len(item)
+    if isinstance(item, Mapping):
+        return sum(len(v) for v in item.values() if isinstance(v, str))
+    return 0
 
 
-async def _all(awaitables: Any) -> list[Any]:
-    """Run all to the end (every finished part is checkpointed), then raise the first failure."""
-    results = await asyncio.gather(*awaitables, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    return results
+async def _cpu(big: bool, function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)``: in a worker thread when the work is big (counting, hashing megabytes),
+    inline otherwise (a thread hop per small item would cost more than the work)."""
+    return await asyncio.to_thread(function, *args) if big else function(*args)
 
 
-def _field_text(item: Any, name: str) -> str | None:
-    value = item.get(name) if isinstance(item, Mapping) else None
-    return value if isinstance(value, str) else None
-
-
-def _messages_tokens(messages: list[dict[str, Any]]) -> int:
-    return text_tokens(json.dumps(messages, ensure_ascii=False))
+def _resumed(index: int, record: Mapping[str, Any], reused: CostTotals) -> ItemOutcome:
+    return ItemOutcome(
+        index,
+        "ok",
+        record.get("result"),
+        chunked=bool(record.get("chunked")),
+        parts=int(record.get("parts") or 0),
+        resumed=True,
+        truncated=bool(record.get("truncated")),
+        reused=reused,
+    )

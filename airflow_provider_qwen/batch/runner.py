@@ -73,6 +73,7 @@ class BatchReport:
     unstarted: int = 0
     chunked: int = 0
     resumed: int = 0
+    deduplicated: int = 0  # items that took the answer of an identical item (``deduplicate``)
     truncated: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
     reused: CostTotals = field(default_factory=CostTotals)  # what checkpointed work cost earlier tries
@@ -83,6 +84,7 @@ class BatchReport:
     def add(self, outcome: ItemOutcome) -> None:
         self.results[outcome.index] = outcome.result if outcome.status == "ok" else None
         self.reused.merge(outcome.reused)
+        self.deduplicated += outcome.deduplicated
         if outcome.status == "ok":
             self.succeeded += 1
             self.chunked += outcome.chunked
@@ -106,6 +108,7 @@ class BatchReport:
             "unstarted": self.unstarted,
             "chunked": self.chunked,
             "resumed": self.resumed,
+            "deduplicated": self.deduplicated,
             "truncated": self.truncated,
             "errors": self.errors,
             "errors_not_listed": self.failed + self.unstarted - listed,

@@ -8,13 +8,10 @@ worker, shard the items with ``.expand(items=...)`` and cap the total with an Ai
 
 from __future__ import annotations
 
-import asyncio
-import gc
 import os
 import secrets
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractAsyncContextManager, contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -67,14 +64,17 @@ class QwenBatchOperator(QwenBaseOperator):
     :param max_failures: items allowed to fail (or not start) before the task fails: a count
         (int) or a fraction of the items (float in [0, 1]). Default 0: any failure fails the task,
         after every other item has finished.
-    :param max_input_tokens: split an item whose prompt is estimated above this many tokens into
+    :param max_input_tokens: split an item whose request is over this many (exact) tokens into
         parts on paragraph/sentence boundaries, process each part, then combine the partial results
         with ``reduce_prompt`` (variables ``summaries``, ``instructions``, ``item``, ``index``).
+        Default: the model's context window less the output cap and a margin; at most the window.
     :param chunk_field: the key holding the text to split when items are dicts.
     :param output_size_threshold: results larger than this many bytes go to storage and the result
         list holds a reference (``airflow_provider_qwen.batch.load_result`` reads it); None: never.
     :param checkpoint: journal finished items under ``[qwen] storage_base`` so a retry (or a rerun
         after the worker was killed) sends only the unfinished ones.
+    :param deduplicate: send identical requests (identical items) once; the copies take the answer
+        and are reported as ``deduplicated``. Default False: every item is its own request.
     :param fail_on_truncation: fail an item whose answer was cut at the token limit.
     :param progress_interval: seconds between progress lines in the task log.
 
@@ -114,6 +114,7 @@ class QwenBatchOperator(QwenBaseOperator):
         reduce_prompt: str | None = None,
         output_size_threshold: int | None = 64 * 1024,
         checkpoint: bool = True,
+        deduplicate: bool = False,
         fail_on_truncation: bool = False,
         max_rate_limit_retries: int = 8,
         progress_interval: float = 5.0,
@@ -134,67 +135,29 @@ class QwenBatchOperator(QwenBaseOperator):
         self.reduce_prompt = reduce_prompt
         self.output_size_threshold = output_size_threshold
         self.checkpoint = checkpoint
+        self.deduplicate = deduplicate
         self.fail_on_truncation = fail_on_truncation
         self.max_rate_limit_retries = max_rate_limit_retries
         self.progress_interval = progress_interval
-        self._check_arguments()
+        from airflow_provider_qwen.operators.base import is_templated
+        from airflow_provider_qwen.operators.batch_checks import check_arguments, input_limit
+
+        check_arguments(self)
         self.validate_static_parameters()
+        if (
+            self.max_input_tokens is not None
+            and isinstance(self.model, str)
+            and not is_templated([self.model, self.generation_params])
+        ):  # over the model's window: say so when the DAG is parsed
+            input_limit(
+                self._where, self.max_input_tokens, self.build_request([{"role": "user", "content": "x"}])
+            )
+
+    @property
+    def _where(self) -> str:
+        return f"{type(self).__name__} {self.task_id!r}"
 
     # -- arguments ------------------------------------------------------------------------
-
-    def _check_arguments(self) -> None:
-        from airflow_provider_qwen.client.errors import InvalidRequestError
-
-        where = f"{type(self).__name__} {self.task_id!r}"
-
-        def bad(name: str, allowed: str) -> InvalidRequestError:
-            return InvalidRequestError(f"{where}: {name}={getattr(self, name)!r} is not allowed: {allowed}")
-
-        def is_int(value: Any) -> bool:
-            return isinstance(value, int) and not isinstance(value, bool)
-
-        def is_number(value: Any) -> bool:
-            return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-        for name in ("prompt", "reduce_prompt"):
-            value = getattr(self, name)
-            if value is None and name == "reduce_prompt":
-                continue
-            if not isinstance(value, str) or not value.strip():
-                raise bad(name, "a Jinja template string or a .j2/.jinja2/.prompt file name")
-            if not value.endswith(PROMPT_TEMPLATE_EXT):
-                _check_syntax(where, name, value)
-        if self.output_model is not None and self.output_schema is not None:
-            raise InvalidRequestError(f"{where}: give output_model or output_schema, not both")
-        if not is_int(self.max_concurrency) or not 1 <= self.max_concurrency <= 1000:
-            raise bad("max_concurrency", "an integer from 1 to 1000")
-        rpm = self.requests_per_minute
-        if rpm is not None and (not is_number(rpm) or rpm <= 0):
-            raise bad("requests_per_minute", "None or a number > 0")
-        failures = self.max_failures
-        if not (is_int(failures) and failures >= 0) and not (
-            isinstance(failures, float) and 0 <= failures <= 1
-        ):
-            raise bad("max_failures", "a count (int >= 0) or a fraction of the items (float from 0 to 1)")
-        if self.max_input_tokens is not None and (
-            not is_int(self.max_input_tokens) or self.max_input_tokens < 256
-        ):
-            raise bad("max_input_tokens", "None or an integer >= 256")
-        if not isinstance(self.chunk_field, str) or not self.chunk_field:
-            raise bad("chunk_field", "the name of the text field of dict items")
-        threshold = self.output_size_threshold
-        if threshold is not None and (not is_int(threshold) or threshold < 0):
-            raise bad("output_size_threshold", "None or a number of bytes >= 0")
-        if not is_int(self.max_repairs) or self.max_repairs < 0:
-            raise bad("max_repairs", "an integer >= 0")
-        if not is_int(self.max_rate_limit_retries) or self.max_rate_limit_retries < 0:
-            raise bad("max_rate_limit_retries", "an integer >= 0")
-        if not is_number(self.progress_interval) or self.progress_interval <= 0:
-            raise bad("progress_interval", "a number of seconds > 0")
-        if not isinstance(self.items, str) and not hasattr(self.items, "resolve"):
-            from airflow_provider_qwen.batch.inputs import check_items
-
-            check_items(where, self.items)  # a literal list: check it at parse time
 
     @cached_property
     def spec(self) -> ToolSpec | None:
@@ -244,28 +207,44 @@ class QwenBatchOperator(QwenBaseOperator):
 
     def run(self, context: Context, calls: Calls) -> list[Any]:
         from airflow_provider_qwen.batch.checkpoint import Journal, open_journal
+        from airflow_provider_qwen.batch.event_loop import run_coroutine
         from airflow_provider_qwen.batch.inputs import items_list
         from airflow_provider_qwen.batch.items import DEFAULT_REDUCE_PROMPT, ItemPlan
         from airflow_provider_qwen.batch.outputs import OutputStore
+        from airflow_provider_qwen.client.errors import InvalidRequestError
+        from airflow_provider_qwen.operators.batch_checks import (
+            BatchArgumentError,
+            input_limit,
+            probe_request,
+        )
         from airflow_provider_qwen.storage import task_folder
 
-        where = f"{type(self).__name__} {self.task_id!r}"
-        items = items_list(where, self.items)
+        where = self._where
+        try:  # what every item shares is checked once: a bad rendered value fails here, not per item
+            items = items_list(where, self.items)
+        except InvalidRequestError as exc:
+            raise BatchArgumentError(str(exc)) from None
+        limit = input_limit(where, self.max_input_tokens, probe_request(self, where))
+        base_messages = self.history_messages()
         plan = ItemPlan(
             items=items,
             render_prompt=self._renderer(self.prompt or "", context),
             requests=self.request_builder(),
-            base_messages=self.history_messages(),
+            base_messages=base_messages,
             spec=self.spec,
             max_repairs=self.max_repairs,
-            max_input_tokens=self.max_input_tokens,
+            max_input_tokens=limit,
             chunk_field=self.chunk_field,
             render_reduce=(
-                self._renderer(self.reduce_prompt or DEFAULT_REDUCE_PROMPT, context)
-                if self.max_input_tokens
-                else None
+                self._renderer(self.reduce_prompt or DEFAULT_REDUCE_PROMPT, context) if limit else None
             ),
+            deduplicate=self.deduplicate,
+            base_chars=len(str(base_messages)),
         )
+        if calls.cost.budget.limited:
+            from airflow_provider_qwen.client import tokens
+
+            tokens.load()  # budgets count every request: load the vocabulary before the loop, not on it
         journal: Journal = Journal()
         if self.checkpoint and items:
             try_number = getattr(context["ti"], "try_number", None)
@@ -285,9 +264,14 @@ class QwenBatchOperator(QwenBaseOperator):
                 journal.loaded,
             )
         outputs = OutputStore(lambda: task_folder(context), self.output_size_threshold)
-        self.log.info("batch: %d item(s), max_concurrency %d", len(items), self.max_concurrency)
+        self.log.info(
+            "batch: %d item(s), max_concurrency %d, max_input_tokens %s",
+            len(items),
+            self.max_concurrency,
+            limit,
+        )
         try:
-            report: BatchReport = _run_coroutine(lambda: self._arun(plan, journal, outputs, calls))
+            report: BatchReport = run_coroutine(lambda: self._arun(plan, journal, outputs, calls))
         finally:
             journal.close()
         self._finish(context, report, calls, outputs)
@@ -315,8 +299,10 @@ class QwenBatchOperator(QwenBaseOperator):
 
             spent = lambda: calls.cost.spent_usd  # noqa: E731
             runner = BatchRunner(len(plan.items), send_once, options=options, log=self.log, spent=spent)
-            processor = ItemProcessor(plan, runner.send, journal, outputs)
-            return await runner.run(processor.process)
+            processor = ItemProcessor(plan, runner.send, journal, outputs, log=self.log)
+            report = await runner.run(processor.process)
+            report.extra["checkpoint_rejected"] = processor.rejected
+            return report
 
     def batch_client(self) -> AbstractAsyncContextManager[AsyncQwenClient]:
         """A client of the hook's connection for this batch alone, closed after it: 429s are not
@@ -337,14 +323,15 @@ class QwenBatchOperator(QwenBaseOperator):
         if self.do_xcom_push:
             context["ti"].xcom_push(key=BATCH_XCOM_KEY, value=record)
         self.log.info(
-            "batch finished: %d/%d succeeded, %d failed, %d not started, %d chunked, %d resumed from the "
-            "checkpoint (work paid by earlier tries: %s USD), %d request(s), %d rate-limited, in %.1f s; "
-            "this try spent %s USD",
+            "batch finished: %d/%d succeeded, %d failed, %d not started, %d chunked, %d deduplicated, %d "
+            "resumed from the checkpoint (work paid by earlier tries: %s USD), %d request(s), %d "
+            "rate-limited, in %.1f s; this try spent %s USD",
             report.succeeded,
             report.total,
             report.failed,
             report.unstarted,
             report.chunked,
+            report.deduplicated,
             report.resumed,
             record["reused"]["usd_spent"],
             record["requests"],
@@ -364,40 +351,3 @@ class QwenBatchOperator(QwenBaseOperator):
                 f"{self.max_failures!r} allows {allowed}. First errors: {first}. Finished items are "
                 "checkpointed: a retry sends only the others."
             )
-
-
-def _check_syntax(where: str, name: str, source: str) -> None:
-    """A template syntax error at DAG parse time, not after the first paid request."""
-    import jinja2
-
-    from airflow_provider_qwen.client.errors import InvalidRequestError
-
-    try:
-        jinja2.Environment().parse(source)
-    except jinja2.TemplateSyntaxError as exc:
-        raise InvalidRequestError(f"{where}: {name} is not a valid Jinja template: {exc}") from None
-
-
-def _run_coroutine(factory: Any) -> Any:
-    """Run the batch's coroutine on a fresh event loop (in a thread if this one already runs a loop)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        with _frozen_heap():
-            return asyncio.run(factory())
-    with _frozen_heap(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="qwen-batch") as pool:
-        return pool.submit(lambda: asyncio.run(factory())).result()
-
-
-@contextmanager
-def _frozen_heap() -> Iterator[None]:
-    """Keep the objects that exist before the batch out of the garbage collector's full passes.
-
-    The task process holds Airflow's whole object graph; a full pass walks it (about 80 ms, measured),
-    stalling every request in flight. The batch's own objects are still collected as usual.
-    """
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()

@@ -118,7 +118,7 @@ def test_dict_items_split_their_chunk_field_and_reduce_in_rounds(mocker):
 
     def reply(request):
         text = user_text(request)
-        return answer("R" * 200 if text.startswith("The text was too long") else "P" * 900)
+        return answer("R" * 200 if text.startswith("The text was too long") else "partial " * 300)
 
     client = with_async_client(mocker, reply)
     op = QwenBatchOperator(
@@ -126,7 +126,7 @@ def test_dict_items_split_their_chunk_field_and_reduce_in_rounds(mocker):
         items=[doc],
         prompt="{{ item.title }}: {{ item.body }}",
         chunk_field="body",
-        max_input_tokens=700,
+        max_input_tokens=400,
     )
     result, _ = run(op, BatchTI())
     assert result == ["R" * 200]
@@ -139,8 +139,72 @@ def test_dict_items_split_their_chunk_field_and_reduce_in_rounds(mocker):
 def test_max_input_tokens_too_small_for_the_prompt_fails_the_item_without_a_request(mocker):
     client = with_async_client(mocker)
     op = QwenBatchOperator(
-        task_id="batch", items=["word " * 2000], prompt="x" * 2000 + "{{ item }}", max_input_tokens=300
+        task_id="batch",
+        items=["word " * 2000],
+        prompt=" ".join(f"w{i}" for i in range(400)) + "{{ item }}",
+        max_input_tokens=300,
     )
     with pytest.raises(Exception, match="leaves no room for the text of item 0"):
         run(op, BatchTI())
     assert client.requests == []
+
+
+def counted_characters(mocker) -> list[int]:
+    """Characters handed to the tokenizer by the splitter (the work it does)."""
+    from airflow_provider_qwen.batch import chunking
+
+    seen: list[int] = []
+    for name in ("text_tokens", "token_slices"):
+        real = getattr(chunking, name)
+
+        def spy(text, *args, _real=real):
+            seen.append(len(text))
+            return _real(text, *args)
+
+        mocker.patch.object(chunking, name, new=spy)
+    return seen
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "".join(f"第{n}句话说了一些有用的事情。" for n in range(12_000)),  # CJK sentences, no spaces
+        "\n\n".join(paragraph(n) for n in range(600)),  # paragraphs
+        "7" * 150_000,  # digits: one token each, no boundary at all
+    ],
+    ids=["cjk", "paragraphs", "digits"],
+)
+def test_splitting_is_linear_in_the_text_and_exact(mocker, text):
+    seen = counted_characters(mocker)
+    parts = split_text(text, 500)
+    assert sum(seen) <= 3 * len(text)  # each character counted about twice, never once per part
+    assert len(seen) <= 3 * len(parts) + 8
+    mocker.stopall()
+    counts = [text_tokens(p) for p in parts]
+    assert max(counts) <= 500
+    assert sum(counts) <= text_tokens(text) * 1.01 + len(parts)  # as few parts as fit: no tiny ones
+    assert "".join(parts).replace(" ", "").replace("\n", "") == text.replace(" ", "").replace("\n", "")
+
+
+def test_a_long_item_is_counted_and_split_off_the_event_loop(mocker):
+    import asyncio
+
+    from airflow_provider_qwen.batch import long_items
+
+    threads = []
+    real = long_items.split_text
+
+    def spy(text, max_tokens):
+        try:
+            asyncio.get_running_loop()
+            threads.append("event loop")
+        except RuntimeError:
+            threads.append("worker")
+        return real(text, max_tokens)
+
+    mocker.patch.object(long_items, "split_text", new=spy)
+    with_async_client(mocker, lambda r: answer("ok"))
+    text = "今天天气很好。" * 20_000  # 140,000 characters: prepared in a thread
+    op = QwenBatchOperator(task_id="batch", items=[text], prompt="{{ item }}", max_input_tokens=20_000)
+    run(op, BatchTI())
+    assert threads == ["worker"]
