@@ -32,13 +32,9 @@ from decimal import Decimal
 from typing import Any
 
 from airflow_provider_qwen.testing import template, vocabulary
+from airflow_provider_qwen.testing.arguments import broken_json, invalid_arguments, tool_arguments
 from airflow_provider_qwen.testing.billing import Prices
-from airflow_provider_qwen.testing.values import (
-    UnsupportedSchema,
-    broken_json,
-    invalid_arguments,
-    tool_arguments,
-)
+from airflow_provider_qwen.testing.values import UnsupportedSchema
 
 SUMMARY_SENTENCES = 3
 SUMMARY_CHARS = 480

