@@ -92,8 +92,8 @@ class Fault:
         return cls("latency", delay=delay, chunk_delay=chunk_delay)
 
     @classmethod
-    def rate_limited(cls, retry_after: float | None = 1.0, *, retry_after_ms: float | None = None) -> Fault:
-        """429 with ``Retry-After`` (seconds) and/or ``retry-after-ms``."""
+    def rate_limited(cls, retry_after: float | None = None, *, retry_after_ms: float | None = None) -> Fault:
+        """429 with no delay header, as the service; ``Retry-After`` / ``retry-after-ms`` if given."""
         return cls("status", status=429, retry_after=retry_after, retry_after_ms=retry_after_ms)
 
     @classmethod

@@ -76,6 +76,22 @@ def test_cli_serves_with_its_options_and_stops_on_sigterm(cli):
         httpx.get(f"{base_url}/models")
 
 
+def test_cli_limits_answer_429_without_retry_after_unless_asked(cli):
+    process, base_url = start("--port", "0", "--rpm", "1", "--tpm", "1000", "--concurrency-retry-after", "3")
+    cli.append(process)
+    body = {
+        "model": "alibaba/qwen3.7-max",
+        "messages": [{"role": "user", "content": "Hi! What do you think about mankind?"}],
+    }
+    headers = {"Authorization": "Bearer test-key"}
+    first = httpx.post(f"{base_url}/chat/completions", json=body, headers=headers)
+    assert first.status_code == 200
+    assert first.json()["usage"]["prompt_tokens"] == 19  # the Qwen vocabulary in the CLI too
+    limited = httpx.post(f"{base_url}/chat/completions", json=body, headers=headers)
+    assert limited.status_code == 429
+    assert "retry-after" not in limited.headers  # the rate limit has none; only concurrency gets 3 s
+
+
 def test_cli_banner_shows_the_default_test_key_but_never_a_custom_one(cli):
     process, _ = start("--port", "0")
     cli.append(process)
