@@ -17,6 +17,7 @@ from decimal import Decimal
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_qwen.client._base import new_client_request_id
 from airflow_provider_qwen.client.errors import QwenError
 
 if TYPE_CHECKING:
@@ -66,13 +67,20 @@ class Calls:
         return self._get_client()
 
     @contextmanager
-    def _metered(self, request: ChatRequest, held: Decimal) -> Iterator[_Meter]:
-        """Around one call whose worst case ``held`` is reserved: record what it cost, then release."""
+    def _metered(self, request: ChatRequest, held: Decimal, rid: str) -> Iterator[_Meter]:
+        """Around one call whose worst case ``held`` is reserved: record what it cost, then release.
+
+        A call stopped by something other than its own error (a timeout of the task, a cancelled
+        coroutine, a kill) may have been sent and paid: it counts as one possibly paid try."""
         meter = _Meter()
         try:
             yield meter
         except BaseException as exc:
-            meter.estimate = meter.estimate or self.cost.ledger.add_error(exc, request)
+            if meter.estimate is None:
+                if isinstance(exc, QwenError):
+                    meter.estimate = self.cost.ledger.add_error(exc, request)
+                else:
+                    meter.estimate = self.cost.ledger.add_interrupted(request, rid)
             raise
         finally:
             self.cost.budget.release(held, meter.estimate)
@@ -87,8 +95,11 @@ class Calls:
         self, request: ChatRequest, *, fail_on_truncation: bool = False, warn: bool = True
     ) -> ChatCompletion:
         """One request on the sync client (a ``stream=True`` one is streamed and assembled)."""
-        with self._metered(request, self.cost.budget.reserve(request)) as meter:
-            completion = self.client.send(request, retry_after_send=self.retry_after_send)
+        rid = new_client_request_id()
+        with self._metered(request, self.cost.budget.reserve(request), rid) as meter:
+            completion = self.client.send(
+                request, client_request_id=rid, retry_after_send=self.retry_after_send
+            )
             meter.estimate = self.cost.ledger.add(completion, request)
         return self.check(completion, fail_on_truncation=fail_on_truncation, warn=warn)
 
@@ -104,8 +115,11 @@ class Calls:
 
         Token counts (and a run budget's claims) run off the event loop."""
         held = await asyncio.to_thread(self.cost.budget.reserve, request)
-        with self._metered(request, held) as meter:
-            completion = await client.send(request, retry_after_send=self.retry_after_send)
+        rid = new_client_request_id()
+        with self._metered(request, held, rid) as meter:
+            completion = await client.send(
+                request, client_request_id=rid, retry_after_send=self.retry_after_send
+            )
             if completion.cost.estimated:  # priced from its text: count it off the loop
                 meter.estimate = await asyncio.to_thread(self.cost.ledger.add, completion, request)
             else:
@@ -120,16 +134,22 @@ class Calls:
         fail_on_truncation: bool = False,
     ) -> ChatCompletion:
         """One streamed request on the sync client; ``on_chunk`` sees every chunk as it arrives."""
+        rid = new_client_request_id()
         with (
-            self._metered(request, self.cost.budget.reserve(request)) as meter,
-            self.client.stream(request, retry_after_send=self.retry_after_send) as stream,
+            self._metered(request, self.cost.budget.reserve(request), rid) as meter,
+            self.client.stream(
+                request, client_request_id=rid, retry_after_send=self.retry_after_send
+            ) as stream,
         ):
+            in_callback = False
             try:
                 for chunk in stream:
+                    in_callback = True
                     on_chunk(chunk)
-            except QwenError:
-                raise  # its Charge says what it cost (_metered records it)
-            except BaseException:
+                    in_callback = False
+            except BaseException as exc:
+                if isinstance(exc, QwenError) and not in_callback:
+                    raise  # the stream's own error: its Charge says what it cost (_metered records it)
                 # stopped from our side (a callback, a kill) mid-generation: the service bills it
                 meter.estimate = self.cost.ledger.add_cut_stream(stream.partial(), request)
                 raise

@@ -29,7 +29,7 @@ from airflow_provider_qwen.client.errors import (
     QwenError,
     error_for_status,
 )
-from airflow_provider_qwen.client.estimate import answer_usage
+from airflow_provider_qwen.client.estimate import billable_usage
 from airflow_provider_qwen.client.models import CallInfo, ChatCompletion
 from airflow_provider_qwen.client.pricing import Cost, PriceTable, default_prices
 from airflow_provider_qwen.client.request import ChatRequest, StreamOptions, build_request
@@ -196,7 +196,7 @@ class BaseClient:
         return completion
 
     def _estimate(self, request: ChatRequest, completion: ChatCompletion) -> Cost:
-        usage = completion.usage or answer_usage(request, completion)
+        usage = billable_usage(request, completion)
         return self.prices.estimate(
             request.model, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens
         )
@@ -210,8 +210,10 @@ class BaseClient:
         except ValidationError:
             completion = None
         if completion is None or not completion.choices:
+            # a 200 the service billed: without cost headers, its try counts as possibly paid
+            paid = 0 if Cost.from_headers(response.headers) else 1
             raise self._invalid(
-                response, rid, "the answer is not a chat completion", content, call.unconfirmed
+                response, rid, "the answer is not a chat completion", content, call.unconfirmed + paid
             )
         return self._finish(completion, response.headers, request, rid, call.unconfirmed)
 

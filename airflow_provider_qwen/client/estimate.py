@@ -60,3 +60,28 @@ def unsent_answer_usage(request: ChatRequest | None) -> Usage:
     if request is None:
         return usage_of(0, 0)
     return usage_of(request_tokens(request), output_cap(request))
+
+
+def billable_usage(request: ChatRequest | None, completion: ChatCompletion) -> Usage:
+    """The token counts to price an answer at: its usage when sane, else estimated from its text.
+
+    Usage that is missing, negative or all zero on an answer with text is not trusted; without a
+    reported cost, the larger of the reported and the estimated counts is taken (never low).
+    """
+    usage = completion.usage
+    counts = (usage.prompt_tokens, usage.completion_tokens, usage.reasoning_tokens) if usage else ()
+    if usage is None or min(counts) < 0 or usage.cached_tokens < 0 or not any(counts):
+        return answer_usage(request, completion)
+    if completion.reported_cost is not None:
+        return usage
+    estimated = answer_usage(request, completion)
+    if (
+        usage.prompt_tokens >= estimated.prompt_tokens
+        and usage.completion_tokens >= estimated.completion_tokens
+    ):
+        return usage
+    return usage_of(
+        max(usage.prompt_tokens, estimated.prompt_tokens),
+        max(usage.completion_tokens, estimated.completion_tokens),
+        max(usage.reasoning_tokens, estimated.reasoning_tokens),
+    )

@@ -77,7 +77,9 @@ class Price:
     def usd(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> Decimal:
         """What these token counts cost at this price."""
         cached_price = self.cached_input if self.cached_input is not None else self.input
-        fresh = max(prompt_tokens - cached_tokens, 0)
+        prompt_tokens, completion_tokens = max(prompt_tokens, 0), max(completion_tokens, 0)
+        cached_tokens = min(max(cached_tokens, 0), prompt_tokens)
+        fresh = prompt_tokens - cached_tokens
         total = fresh * self.input + cached_tokens * cached_price + completion_tokens * self.output
         return total / PER_MILLION
 

@@ -84,8 +84,14 @@ def text_tokens(text: str) -> int:
         return 0
     encoding = _encoding()
     if encoding is None:
-        return len(text.encode("utf-8", "surrogatepass"))
+        return nfc_bytes(text)
     return len(encoding.encode_ordinary(unicodedata.normalize("NFC", text)))
+
+
+def nfc_bytes(text: str) -> int:
+    """UTF-8 bytes of ``text`` as the tokenizer sees it (NFC can expand a character up to 3x):
+    no byte-level BPE makes more tokens than this."""
+    return len(unicodedata.normalize("NFC", text).encode("utf-8", "surrogatepass"))
 
 
 def texts_tokens(texts: Sequence[str]) -> list[int]:
@@ -101,13 +107,13 @@ def token_slices(text: str, max_tokens: int) -> list[str]:
     """``text`` cut into consecutive slices of at most ``max_tokens`` each, linear in its length.
 
     Cuts fall between tokens, moved back to a character boundary; joined, the slices are the text.
+    Text that is not in NFC (the tokenizer's form) is cut by its NFC bytes instead, a bound.
     """
     if max_tokens < 1:
         raise ValueError(f"max_tokens={max_tokens} must be >= 1")
     encoding = _encoding()
-    if encoding is None:
+    if encoding is None or not unicodedata.is_normalized("NFC", text):
         return _byte_slices(text, max_tokens)
-    text = unicodedata.normalize("NFC", text)
     ids = encoding.encode_ordinary(text)
     slices: list[str] = []
     start = 0
@@ -131,13 +137,15 @@ def _decodes(encoding: _Encoding, ids: Sequence[int]) -> bool:
 
 
 def _byte_slices(text: str, max_bytes: int) -> list[str]:
-    """Slices of at most ``max_bytes`` UTF-8 bytes (so at most that many tokens), whole characters."""
+    """Slices of at most ``max_bytes`` NFC UTF-8 bytes (so at most that many tokens), whole characters.
+
+    A character and the combining marks after it stay together (NFC may merge them)."""
     slices: list[str] = []
     current: list[str] = []
     size = 0
     for char in text:
-        width = len(char.encode("utf-8", "surrogatepass"))
-        if current and size + width > max_bytes:
+        width = nfc_bytes(char)
+        if current and size + width > max_bytes and not unicodedata.combining(char):
             slices.append("".join(current))
             current, size = [], 0
         current.append(char)
@@ -158,21 +166,22 @@ def _content_text(content: Any) -> str:
     return str(content)
 
 
-def _tool_call_text(call: Mapping[str, Any]) -> str:
+def _tool_call_text(call: Mapping[str, Any], *, bound: bool) -> str:
+    """An assistant tool call as the template renders it: its arguments string as sent (the
+    ``bound`` adds their per-parameter rendering too, since a template may render either)."""
     function = call.get("function") or {}
     name = str(function.get("name") or "")
     raw = function.get("arguments") or ""
-    try:
-        arguments = json.loads(raw) if isinstance(raw, str) else raw
-    except ValueError:
-        arguments = None
-    lines = [f"<function={name}>"]
-    if isinstance(arguments, Mapping):
-        for key, value in arguments.items():
-            shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-            lines.append(f"<parameter={key}>\n{shown}\n</parameter>")
-    else:
-        lines.append(str(raw))
+    lines = [f"<function={name}>", raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False)]
+    if bound:
+        try:
+            arguments = json.loads(raw) if isinstance(raw, str) else raw
+        except ValueError:
+            arguments = None
+        if isinstance(arguments, Mapping):
+            for key, value in arguments.items():
+                shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+                lines.append(f"<parameter={key}>\n{shown}\n</parameter>")
     return "\n".join(lines) + "\n</function>"
 
 
@@ -181,6 +190,7 @@ def render_chat(
     tools: Sequence[Mapping[str, Any]] = (),
     *,
     thinking: bool = True,
+    bound: bool = False,
 ) -> list[Any]:
     """The Qwen3.5/3.6 chat template of a request, as text runs and special-token markers.
 
@@ -217,7 +227,10 @@ def render_chat(
         if role == "assistant":
             calls = message.get("tool_calls") or []
             body = text + "".join(
-                ("\n\n" if text or i else "") + "<tool_call>\n" + _tool_call_text(call) + "\n</tool_call>"
+                ("\n\n" if text or i else "")
+                + "<tool_call>\n"
+                + _tool_call_text(call, bound=bound)
+                + "\n</tool_call>"
                 for i, call in enumerate(calls)
                 if isinstance(call, Mapping)
             )
@@ -237,14 +250,17 @@ def chat_tokens(
     tools: Sequence[Mapping[str, Any]] = (),
     *,
     thinking: bool = True,
+    bound: bool = False,
     bytes_bound: bool = False,
 ) -> int:
-    """Prompt tokens of a conversation, chat template included: what the service reports
-    (``bytes_bound``: one token per UTF-8 byte instead, a bound for any byte-level vocabulary)."""
+    """Prompt tokens of a conversation, chat template included: what the service reports.
+
+    ``bound``: every rendering a template may choose counted; ``bytes_bound``: one token per NFC
+    UTF-8 byte instead of the vocabulary, a bound for any byte-level vocabulary."""
     specials = 0
     runs: list[str] = []
     current: list[str] = []
-    for part in render_chat(messages, tools, thinking=thinking):
+    for part in render_chat(messages, tools, thinking=thinking, bound=bound):
         if part is _SPECIAL:
             specials += 1
             if current:
@@ -255,7 +271,7 @@ def chat_tokens(
     if current:
         runs.append("".join(current))
     if bytes_bound:
-        return specials + sum(len(run.encode("utf-8", "surrogatepass")) for run in runs)
+        return specials + sum(nfc_bytes(run) for run in runs)
     return specials + sum(texts_tokens(runs) if len(runs) > 8 else [text_tokens(run) for run in runs])
 
 
@@ -286,7 +302,8 @@ def request_token_bound(request: ChatRequest) -> int:
         BOUND_SLACK_PER_REQUEST + BOUND_SLACK_PER_MESSAGE * len(messages) + BOUND_SLACK_PER_TOOL * len(tools)
     )
     bytes_bound = not (exact() and counts_exactly(request.model))
-    return chat_tokens(messages, tools, thinking=_thinking(body), bytes_bound=bytes_bound) + slack
+    counted = chat_tokens(messages, tools, thinking=_thinking(body), bound=True, bytes_bound=bytes_bound)
+    return counted + slack
 
 
 def output_cap(request: ChatRequest) -> int:

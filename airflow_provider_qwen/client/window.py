@@ -13,14 +13,16 @@ if TYPE_CHECKING:
     from airflow_provider_qwen.client.request import ChatRequest
 
 # Bytes the chat template adds beyond a request body's own (the tools block's instructions, turn
-# markers); a body this much under the window cannot pass it (a token is at least one byte).
+# markers). A token is at least one byte of the NFC text, and NFC at most triples a text's bytes:
+# a body whose bytes, tripled, plus these stay under the window cannot pass it.
 TEMPLATE_BYTES = 4096
+NFC_EXPANSION = 3
 
 
 def may_pass_window(request: ChatRequest, body_bytes: int) -> bool:
     """Whether the request might not fit its window: only then are its tokens counted."""
     window = profile_for(request.model).context_window
-    return window is not None and body_bytes + TEMPLATE_BYTES + output_cap(request) > window
+    return window is not None and NFC_EXPANSION * body_bytes + TEMPLATE_BYTES + output_cap(request) > window
 
 
 def check_window(request: ChatRequest) -> None:

@@ -147,15 +147,23 @@ def _record(number: int, entry: Mapping[str, Any]) -> CostRecord:
         data = entry.get("record")
         if not isinstance(data, Mapping):
             raise ValueError(f"try {number} has no record")
+        for name in ("usd_spent", "usd_unsettled"):
+            _amount(number, name, data.get(name, "0"))
         record = CostRecord.from_xcom(data)
         record.try_number = number
         return record
-    try:
-        claimed = Decimal(str(entry["claimed_usd"]))
-    except (KeyError, InvalidOperation):
-        raise ValueError(f"try {number} has no valid claim") from None
-    if not claimed.is_finite() or claimed < 0:
-        raise ValueError(f"try {number} has no valid claim")
+    claimed = _amount(number, "claimed_usd", entry.get("claimed_usd"))
     model = str(entry.get("model") or "")
     totals = CostTotals(estimates=[Estimate(None, model, kind="unfinished", unsettled_usd=claimed)])
     return CostRecord(model=model, totals=totals, try_number=number)
+
+
+def _amount(number: int, name: str, value: Any) -> Decimal:
+    """A journaled USD figure, strictly: unreadable, negative or not finite is a corrupt journal."""
+    try:
+        amount = Decimal(str(value)) if value is not None and not isinstance(value, bool) else None
+    except InvalidOperation:
+        amount = None
+    if amount is None or not amount.is_finite() or amount < 0:
+        raise ValueError(f"try {number} has an invalid {name}: {value!r}")
+    return amount

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from airflow_provider_qwen.client.errors import QwenError
-from airflow_provider_qwen.client.estimate import answer_usage, unsent_answer_usage, usage_of
+from airflow_provider_qwen.client.estimate import answer_usage, billable_usage, unsent_answer_usage, usage_of
 from airflow_provider_qwen.client.pricing import Cost, PriceTable
 from airflow_provider_qwen.cost.record import CostTotals, Estimate
 
@@ -45,8 +45,8 @@ class TryLedger:
         figures is estimated.
         """
         model = completion.model or (request.model if request is not None else "") or self.model or ""
-        usage = completion.usage or answer_usage(request, completion)
         cost = completion.cost
+        usage = billable_usage(request, completion)
         estimate = Estimate.of(completion.client_request_id, model, completion.inference_id)
         if cost.estimated:
             cost = self._estimate(model, usage)
@@ -89,6 +89,17 @@ class TryLedger:
             self._cut(partial, request, estimate)
         unconfirmed = max(charge.unconfirmed_tries, partial.unconfirmed_tries)
         self._unconfirmed(unconfirmed, partial.model or model, request, estimate)
+        return self._file(estimate)
+
+    def add_interrupted(
+        self, request: ChatRequest | None, client_request_id: str | None = None
+    ) -> Estimate | None:
+        """A call stopped from our side before its answer (a task timeout, a cancelled coroutine):
+        it may have been sent, so one possibly paid try at its prompt and output cap."""
+        estimate = Estimate.of(
+            client_request_id, (request.model if request is not None else "") or self.model or ""
+        )
+        self._unconfirmed(1, estimate.model, request, estimate)
         return self._file(estimate)
 
     def add_cut_stream(self, partial: ChatCompletion, request: ChatRequest | None) -> Estimate | None:

@@ -33,6 +33,11 @@ class Hold:
     at_most_usd: Decimal
 
     @property
+    def counted_usd(self) -> Decimal:
+        """What the run counts for it: its claim, never less than what it spent, never negative."""
+        return max(self.claimed_usd, self.at_most_usd, Decimal(0))
+
+    @property
     def pending(self) -> bool:
         """Whether part of the claim is for requests not yet settled (it may shrink soon)."""
         return self.claimed_usd > self.at_most_usd
@@ -85,13 +90,14 @@ class RunShare:
                         self.claimed_usd = claim
                         self.last_others_usd = _claimed(others)
                         return None
-                    self.store.publish(Hold(self.instance, self.claimed_usd, at_most_usd))  # withdraw
+                    withdrawn = max(self.claimed_usd, at_most_usd)  # never below what was spent
+                    self.store.publish(Hold(self.instance, withdrawn, at_most_usd))
                 if not any(h.pending for h in others) or attempt == CLAIM_ATTEMPTS - 1:
                     break
                 self._sleep(random.uniform(*CLAIM_WAIT_S))
             self.last_others_usd = _claimed(others)
-            held_by_others = sum((h.claimed_usd - h.at_most_usd for h in others if h.pending), Decimal(0))
-            spent_by_others = sum((h.at_most_usd for h in others), Decimal(0))
+            held_by_others = sum((h.counted_usd - max(h.at_most_usd, Decimal(0)) for h in others), Decimal(0))
+            spent_by_others = sum((max(h.at_most_usd, Decimal(0)) for h in others), Decimal(0))
             return f"{usd_text(spent_by_others)} USD spent at most by the run's other task instances" + (
                 f", {usd_text(held_by_others)} USD held by their requests in flight" if held_by_others else ""
             )
@@ -104,4 +110,4 @@ class RunShare:
 
 
 def _claimed(holds: list[Hold]) -> Decimal:
-    return sum((h.claimed_usd for h in holds), Decimal(0))
+    return sum((h.counted_usd for h in holds), Decimal(0))

@@ -98,6 +98,15 @@ class TaskCost:
             log.warning("%s: earlier tries are not counted in this task's qwen_cost", exc)
             return []
 
+    def start(self) -> None:
+        """Before anything else in a retry: publish what earlier tries spent at most to the run
+        (Airflow cleared their claims when this try started), so no other task spends it meanwhile."""
+        if self._run_store is None or (self.try_number or 0) <= 1:
+            return
+        earlier = sum((r.totals.usd_at_most for r in self.earlier_tries), Decimal(0))
+        if earlier:
+            self._settle_run(earlier)
+
     def _claim(self, usd: Decimal) -> None:
         try:
             self.journal.claim(self.try_number, usd, self.model)

@@ -315,6 +315,7 @@ class QwenBaseOperator(BaseOperator):
         )
         calls = Calls(cost, client=lambda: self.hook.get_conn(), log=self.log)  # fetched on first use
         try:
+            cost.start()
             return self.run(context, calls)
         finally:
             try:

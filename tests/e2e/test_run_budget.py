@@ -26,7 +26,7 @@ def test_parallel_mapped_tasks_stay_within_the_run_budget(deployment: Deployment
     emulator = deployment.emulator
     billed_before = emulator.total_charged()[1]
     latency, emulator.latency = emulator.latency, 2.0  # answers slow enough for the tasks to overlap
-    emulator._state.peak_in_flight = 0  # noqa: SLF001 - the peak of this run alone
+    emulator._state.peak_in_flight = 0
     try:
         response = deployment.api.post(f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None})
         assert response.status_code == 200, response.text

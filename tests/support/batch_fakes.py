@@ -44,7 +44,9 @@ class FakeAsyncClient:
         self.peak_in_flight = 0
         self.closed = 0
 
-    async def send(self, request: ChatRequest, *, retry_after_send: bool = True) -> ChatCompletion:
+    async def send(
+        self, request: ChatRequest, *, client_request_id: str | None = None, retry_after_send: bool = True
+    ) -> ChatCompletion:
         self.requests.append(request)
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)

@@ -96,11 +96,15 @@ class FakeClient:
             raise reply
         return reply
 
-    def send(self, request: ChatRequest, *, retry_after_send: bool = True) -> ChatCompletion:
+    def send(
+        self, request: ChatRequest, *, client_request_id: str | None = None, retry_after_send: bool = True
+    ) -> ChatCompletion:
         self.retry_after_send.append(retry_after_send)
         return self._next(request)
 
-    def stream(self, request: ChatRequest, *, retry_after_send: bool = True) -> FakeStream:
+    def stream(
+        self, request: ChatRequest, *, client_request_id: str | None = None, retry_after_send: bool = True
+    ) -> FakeStream:
         self.retry_after_send.append(retry_after_send)
         completion = self._next(request)
         chunks = [

@@ -29,7 +29,7 @@ class AsyncFake:
     def __init__(self, sync: FakeClient) -> None:
         self.sync = sync
 
-    async def send(self, request, *, retry_after_send: bool = True):
+    async def send(self, request, *, client_request_id=None, retry_after_send: bool = True):
         await asyncio.sleep(0)
         return self.sync.send(request, retry_after_send=retry_after_send)
 

@@ -175,7 +175,7 @@ def test_a_completion_without_choices_has_empty_conveniences():
 
 def test_estimates_use_the_given_price_table():
     completion = ChatCompletion.model_validate(
-        {"choices": [{"message": {"content": "x"}}], "usage": {"prompt_tokens": 1000, "completion_tokens": 0}}
+        {"choices": [{"message": {"content": ""}}], "usage": {"prompt_tokens": 1000, "completion_tokens": 0}}
     )
     table = PriceTable().with_overrides({MODEL: {"input": "1", "output": "2"}})
     with QwenClient("k", base_url="http://127.0.0.1:9/v1", prices=table) as client:

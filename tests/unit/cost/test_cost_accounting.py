@@ -77,9 +77,9 @@ def test_a_server_that_reports_no_cost_gives_an_estimate_flagged_as_such(mocker)
 def test_one_estimated_response_marks_the_sum_estimated_but_keeps_it_exact():
     cost = TaskCost(try_number=1, prices=PriceTable(), model=MODEL)
     cost.ledger.add(answer(usd=Decimal("0.001")))
-    cost.ledger.add(tokens_only(prompt=100, completion=0))
+    cost.ledger.add(tokens_only(prompt=100, completion=10))
     record = cost.record().to_xcom()
-    assert Decimal(record["usd_spent"]) == Decimal("0.001") + Decimal("0.00026")
+    assert Decimal(record["usd_spent"]) == Decimal("0.001") + Decimal("0.00026") + Decimal("0.000078")
     assert record["estimated"] is True
 
 

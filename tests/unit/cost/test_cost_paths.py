@@ -22,10 +22,10 @@ from airflow_provider_qwen.client.errors import (
     ServerError,
     StreamError,
 )
+from airflow_provider_qwen.client.estimate import ANSWER_FRAMING_TOKENS, TOOL_CALL_FRAMING_TOKENS
 from airflow_provider_qwen.client.models import ChatCompletion
 from airflow_provider_qwen.client.pricing import Cost, PriceTable, credits_from_usd, usd_text
 from airflow_provider_qwen.client.request import build_request
-from airflow_provider_qwen.client.estimate import ANSWER_FRAMING_TOKENS, TOOL_CALL_FRAMING_TOKENS
 from airflow_provider_qwen.client.tokens import request_tokens, text_tokens
 from airflow_provider_qwen.cost.budget import worst_case_usd
 from airflow_provider_qwen.cost.record import CostTotals

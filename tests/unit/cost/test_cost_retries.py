@@ -146,7 +146,7 @@ def test_without_a_budget_a_broken_journal_only_warns(mocker, storage, caplog):
     folder = storage / "cost_dag" / "manual__1" / "chat" / "-1" / "cost"
     folder.mkdir(parents=True)
     (folder / "try-1.json").write_text("{not json")
-    result, ti = run(op, FakeRun().ti("chat", try_number=2), dag=dag)
+    result, _ti = run(op, FakeRun().ti("chat", try_number=2), dag=dag)
     assert result == "ok"
     assert "earlier tries are not counted" in caplog.text
 

@@ -87,7 +87,8 @@ def test_two_instances_claiming_at_once_withdraw_and_one_gets_the_room():
     b = RunShare(Decimal(1), store.view("b"), "b", sleep=lambda s: None)
     assert a.ensure(Decimal("0.6"), Decimal(0), Decimal(0)) is None
     reason = b.ensure(Decimal("0.6"), Decimal(0), Decimal(0))
-    assert reason is not None and "0.6 USD held by their requests in flight" in reason
+    assert reason is not None
+    assert "0.6 USD held by their requests in flight" in reason
     a.settle(Decimal("0.3"))  # a spent less than it claimed
     assert b.ensure(Decimal("0.6"), Decimal(0), Decimal(0)) is None
     assert sum(h.claimed_usd for h in store.holds.values()) <= 1

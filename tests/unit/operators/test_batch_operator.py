@@ -156,10 +156,11 @@ def test_budget_counts_requests_in_flight(mocker):
     client = with_async_client(mocker, lambda r: (0.01, answer("ok", usd=Decimal("0.001"))))
     op = batch(items=[f"doc {i}" for i in range(50)], max_concurrency=50, max_cost_usd="0.05",
                max_completion_tokens=1000, max_failures=1.0)  # fmt: skip
-    run(op, BatchTI())
+    ti = BatchTI()
+    run(op, ti)
     worst = Decimal("0.0078") + Decimal("0.00002")  # output cap at 7.8 USD/M + a short prompt, roughly
-    assert len(client.requests) * worst <= Decimal("0.05") + worst
-    assert client.peak_in_flight <= 7
+    assert client.peak_in_flight <= int(Decimal("0.05") / worst)  # each in flight holds its worst case
+    assert Decimal(ti.pushed["qwen_cost"]["usd_spent"]) <= Decimal("0.05")
 
 
 def test_fatal_error_stops_the_batch_early(mocker):
