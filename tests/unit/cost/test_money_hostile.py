@@ -1,5 +1,5 @@
 """Hostile-user and hostile-server tests of the money promises (docs/cost.md "Exact and estimated",
-"Budgets"): each test here states a promise and is expected to FAIL while the defect it names exists.
+"Budgets"): each test states a promise a hostile review broke once, and keeps it kept.
 
 Everything talks to loopback only: respx mocks, or the emulator (``QwenEmulator``), which bills with
 the Qwen3.5/3.6 vocabulary and its own chat template, like the service.
