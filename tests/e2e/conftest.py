@@ -123,6 +123,19 @@ class Deployment:
         assert response.status_code == 200, f"GET {path}: {response.status_code} {response.text[:500]}"
         return response.json()
 
+    def run_test_dag(self, dag_id: str, timeout: float = 300.0) -> dict[str, Any]:
+        """Wait for a test DAG (tests/e2e/dags) to be parsed, unpause it, trigger one run and
+        return it once finished."""
+        assert self.api is not None
+        deadline = time.monotonic() + 90
+        while self.api.get(f"/api/v2/dags/{dag_id}").status_code != 200:
+            assert time.monotonic() < deadline, f"{dag_id} was not parsed"
+            time.sleep(1.0)
+        assert self.api.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).status_code == 200
+        response = self.api.post(f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None})
+        assert response.status_code == 200, response.text
+        return self.wait_for_run(dag_id, response.json()["dag_run_id"], timeout=timeout)
+
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 240.0) -> dict[str, Any]:
         """Poll a DAG run until it ends; returns the run as the API shows it."""
         deadline = time.monotonic() + timeout

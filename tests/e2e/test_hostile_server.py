@@ -3,8 +3,6 @@ real deployment: the tasks fail, and not one of their log lines shows the key.""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from airflow_provider_qwen.testing.faults import Fault
@@ -20,15 +18,8 @@ ECHOES = [*[Fault.malformed_http()] * 3, Fault.echo_headers(), Fault.proxy_echo(
 
 def test_echoed_keys_never_reach_a_task_log(deployment: Deployment) -> None:
     assert deployment.api is not None
-    deadline = time.monotonic() + 90
-    while deployment.api.get(f"/api/v2/dags/{DAG_ID}").status_code != 200:
-        assert time.monotonic() < deadline, f"{DAG_ID} was not parsed"
-        time.sleep(1.0)
-    assert deployment.api.patch(f"/api/v2/dags/{DAG_ID}", json={"is_paused": False}).status_code == 200
     deployment.emulator.add_faults(*ECHOES, *ECHOES)  # sync tasks first, then the streamed ones
-    response = deployment.api.post(f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None})
-    assert response.status_code == 200, response.text
-    run = deployment.wait_for_run(DAG_ID, response.json()["dag_run_id"], timeout=300)
+    run = deployment.run_test_dag(DAG_ID)
 
     assert deployment.emulator.pending_faults == []  # every echo was served
     tis = task_instances(deployment, run)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from decimal import Decimal
 
 import pytest
@@ -17,20 +16,12 @@ BUDGET = Decimal("0.04")
 
 
 def test_parallel_mapped_tasks_stay_within_the_run_budget(deployment: Deployment) -> None:
-    assert deployment.api is not None
-    deadline = time.monotonic() + 90
-    while deployment.api.get(f"/api/v2/dags/{DAG_ID}").status_code != 200:
-        assert time.monotonic() < deadline, f"{DAG_ID} was not parsed"
-        time.sleep(1.0)
-    assert deployment.api.patch(f"/api/v2/dags/{DAG_ID}", json={"is_paused": False}).status_code == 200
     emulator = deployment.emulator
     billed_before = emulator.total_charged()[1]
     latency, emulator.latency = emulator.latency, 2.0  # answers slow enough for the tasks to overlap
     emulator._state.peak_in_flight = 0
     try:
-        response = deployment.api.post(f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None})
-        assert response.status_code == 200, response.text
-        run = deployment.wait_for_run(DAG_ID, response.json()["dag_run_id"], timeout=300)
+        run = deployment.run_test_dag(DAG_ID)
     finally:
         emulator.latency = latency
 
