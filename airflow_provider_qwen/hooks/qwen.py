@@ -19,9 +19,12 @@ from airflow_provider_qwen import CONN_FIELDS, DEFAULT_CONN_ID, UI_FIELD_BEHAVIO
 from airflow_provider_qwen.hooks.connection import CONN_TYPE, EXTRA_NAMES, QwenConnectionConfig
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from airflow_provider_qwen.client.client import AsyncChatStream, AsyncQwenClient, ChatStream, QwenClient
     from airflow_provider_qwen.client.models import ChatCompletion
     from airflow_provider_qwen.client.pricing import PriceTable
+    from airflow_provider_qwen.cost.reconcile import Reconciliation
 
 TEST_CONNECTION_TIMEOUT = 30.0
 
@@ -336,3 +339,41 @@ class QwenHook(BaseHook):
         table = PriceTable().with_overrides(live.as_dict()).with_overrides(self.config.price_overrides)
         self.prices = table
         return table
+
+    def reconcile(
+        self,
+        records: Sequence[Mapping[str, Any]],
+        *,
+        since: datetime,
+        until: datetime | None = None,
+        ledger: bool = True,
+    ) -> Reconciliation:
+        """``qwen_cost`` records with their estimates replaced by the service's own figures.
+
+        Reads ``GET /v2/logs`` once per window of at most 92 days over ``since`` .. ``until``
+        (default now), which must cover the records' calls: a call without a row there was never
+        billed. With ``ledger``, the figures of the rows found come from the account ledger
+        (``/v2/billing/transactions`` since ``since``). Nothing is read when nothing is estimated.
+        See docs/cost.md, "Reconciliation".
+        """
+        from datetime import datetime, timezone
+
+        from airflow_provider_qwen.client.records import RecordsClient
+        from airflow_provider_qwen.cost.reconcile import (
+            estimate_entries,
+            inference_ids_to_price,
+            reconcile_records,
+        )
+
+        if not estimate_entries(records):
+            return reconcile_records(records, [], covered=False)
+        config = self.config
+        end = until or datetime.now(timezone.utc)
+        with RecordsClient(config.api_key, base_url=config.base_url, timeout=config.timeout) as client:
+            rows = client.logs(since, end)
+            charges = None
+            if ledger and inference_ids_to_price(records, rows):
+                charges = client.transactions(since, None, direction="CHARGE", type="MODEL_USAGE")
+        result = reconcile_records(records, rows, ledger=charges, covered=True)
+        self.log.info("%s", result.report.summary())
+        return result

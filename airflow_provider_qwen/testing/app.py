@@ -255,6 +255,8 @@ async def _unknown_path(request: Request, exc: Exception) -> Response:
 
 def build_app(state: EmulatorState) -> Starlette:
     """The ASGI app serving one emulator ``state``."""
+    from airflow_provider_qwen.testing.records import records_routes  # /v2/logs, ledger, usage
+
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
@@ -262,6 +264,7 @@ def build_app(state: EmulatorState) -> Starlette:
             Route("/v1/models", models, methods=["GET"]),
             Route("/models", models, methods=["GET"]),
             Route("/v2/billing", billing, methods=["GET"]),
+            *records_routes(),
         ],
         exception_handlers={404: _unknown_path, 405: _unknown_path},
     )
