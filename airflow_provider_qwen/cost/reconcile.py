@@ -209,7 +209,9 @@ def reconcile_records(
             moved = _Moved()
             for one_try in tries:
                 if isinstance(one_try, dict):
-                    moved.merge(_reconcile_try(one_try, number, index, report, covered))
+                    own = _reconcile_try(one_try, number, index, report, covered)
+                    _apply(one_try, own)
+                    moved.merge(own)
             _apply(whole, moved)
             whole["estimated"] = any(bool(t.get("estimated")) for t in tries if isinstance(t, Mapping))
             for entry in _entries(whole):  # a combined record's own list mirrors its tries'

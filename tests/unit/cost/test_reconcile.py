@@ -179,6 +179,8 @@ def test_a_combined_record_moves_its_totals_by_its_tries_and_mirrors_their_marks
     (fixed,) = reconcile_records([combined], [log_row(1, "call-1", 100)]).records
     assert fixed["credits_used"] == 100 + 2500
     assert fixed["usd_spent"] == "0.0013"
+    assert [t["credits_used"] for t in fixed["tries"]] == [100, 2500]
+    assert fixed["tries"][0]["usd_spent"] == "0.00005"
     assert fixed["tries"][0]["estimated"] is False
     assert fixed["tries"][1]["estimated"] is True
     assert fixed["estimated"] is True  # the second try's call cannot be matched
