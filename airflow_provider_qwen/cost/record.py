@@ -48,6 +48,7 @@ class Estimate:
     reported: Cost = field(default_factory=Cost)
     inference_ids: list[str] = field(default_factory=list)
     unsettled_usd: Decimal = Decimal(0)
+    marks: dict[str, Any] = field(default_factory=dict)  # what reconciliation added, kept as is
 
     @classmethod
     def of(cls, client_request_id: str | None, model: str, inference_id: str | None = None) -> Estimate:
@@ -71,6 +72,7 @@ class Estimate:
             "reported_credits": self.reported.credits_used,
             "inference_ids": list(self.inference_ids),
             "unsettled_usd": usd_text(self.unsettled_usd),
+            **self.marks,
         }
 
     @classmethod
@@ -85,7 +87,23 @@ class Estimate:
             reported=Cost(_int(data.get("reported_credits")), to_decimal(data.get("reported_usd"))),
             inference_ids=[str(i) for i in ids] if isinstance(ids, list) else [],
             unsettled_usd=to_decimal(data.get("unsettled_usd")),
+            marks={k: v for k, v in data.items() if k not in _ESTIMATE_KEYS},
         )
+
+
+_ESTIMATE_KEYS = frozenset(
+    {
+        "client_request_id",
+        "model",
+        "kind",
+        "estimated_usd",
+        "estimated_credits",
+        "reported_usd",
+        "reported_credits",
+        "inference_ids",
+        "unsettled_usd",
+    }
+)
 
 
 def _capped(estimates: list[Estimate]) -> list[Estimate]:

@@ -241,3 +241,21 @@ def test_the_report_says_what_moved_and_what_is_still_estimated():
         }
     ]
     assert "1 still estimated" in result.report.summary()
+
+
+def test_reconciliation_marks_survive_a_cost_record_round_trip():
+    from airflow_provider_qwen.cost.record import CostRecord
+
+    entry = {
+        "client_request_id": "r1",
+        "model": "m",
+        "kind": "cut_stream",
+        "estimated_usd": "0.1",
+        "reported_usd": "0",
+        "reconciled": True,
+        "service_usd": "0.05",
+        "service_credits": 100000,
+    }
+    record = CostRecord.from_xcom({"try_number": 1, "usd_spent": "0.05", "estimates": [entry]})
+    (back,) = record.to_xcom()["estimates"]
+    assert (back["reconciled"], back["service_usd"], back["service_credits"]) == (True, "0.05", 100000)
