@@ -204,7 +204,7 @@ def stand_in_operator(latency: float) -> Any:
     }
 
     class Client:
-        async def send(self, request: Any, *, retry_after_send: bool = True) -> ChatCompletion:
+        async def send(self, request: Any, **_: Any) -> ChatCompletion:
             await asyncio.sleep(latency)
             completion = ChatCompletion.model_validate(reply)
             completion.call = CallInfo(request.model, "x", None, completion.reported_cost or Cost())
