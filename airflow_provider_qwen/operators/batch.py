@@ -225,6 +225,10 @@ class QwenBatchOperator(QwenBaseOperator):
         except InvalidRequestError as exc:
             raise BatchArgumentError(str(exc)) from None
         limit = input_limit(where, self.max_input_tokens, probe_request(self, where))
+        try:
+            self.check_rendered_text(context)  # a system prompt or history message left at None
+        except InvalidRequestError as exc:
+            raise BatchArgumentError(str(exc)) from None
         base_messages = self.history_messages()
         plan = ItemPlan(
             items=items,

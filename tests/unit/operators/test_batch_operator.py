@@ -418,3 +418,14 @@ def test_requests_per_minute_caps_the_start_rate(mocker):
     # a lower bound only (load can slow starts, never speed them); spacing itself is tested with a
     # fake clock in test_batch_limiter.py
     assert starts[-1] - starts[0] >= 5 * 0.020 * 0.95
+
+
+def test_a_none_item_or_system_prompt_fails_the_task_before_any_request(mocker):
+    from airflow_provider_qwen.client.errors import InvalidRequestError
+
+    client = with_async_client(mocker, lambda r: answer("ok"))
+    with pytest.raises(InvalidRequestError, match=r"items\[1\] is a NoneType"):
+        run(batch(items=["doc 0", None, "doc 2"]), BatchTI())
+    with pytest.raises(InvalidRequestError, match=r"system_prompt"):
+        run(batch(items=["doc 0"], system_prompt="{{ params.persona }}"), BatchTI(), params={"persona": None})
+    assert client.requests == []
