@@ -274,11 +274,6 @@ class CostRecord:
         )
 
 
-def records_usd(records: Iterable[Any]) -> Decimal:
-    """Exact USD sum of ``qwen_cost`` records (mappings), ignoring anything that is not one."""
-    return sum((to_decimal(r.get("usd_spent")) for r in records if isinstance(r, Mapping)), Decimal(0))
-
-
 def _int(value: Any) -> int:
     try:
         return int(value or 0)

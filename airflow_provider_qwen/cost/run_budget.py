@@ -68,7 +68,6 @@ class RunShare:
         self.claimed_usd = Decimal(0)
         self._sleep = sleep
         self._lock = threading.Lock()
-        self.last_others_usd = Decimal(0)
 
     def ensure(self, need_usd: Decimal, lease_usd: Decimal, at_most_usd: Decimal) -> str | None:
         """Make the claim cover ``need_usd`` (plus up to ``lease_usd`` more, where it fits).
@@ -88,14 +87,12 @@ class RunShare:
                     others = self.store.others()
                     if _claimed(others) + claim <= self.budget_usd:
                         self.claimed_usd = claim
-                        self.last_others_usd = _claimed(others)
                         return None
                     withdrawn = max(self.claimed_usd, at_most_usd)  # never below what was spent
                     self.store.publish(Hold(self.instance, withdrawn, at_most_usd))
                 if not any(h.pending for h in others) or attempt == CLAIM_ATTEMPTS - 1:
                     break
                 self._sleep(random.uniform(*CLAIM_WAIT_S))
-            self.last_others_usd = _claimed(others)
             held_by_others = sum((h.counted_usd - max(h.at_most_usd, Decimal(0)) for h in others), Decimal(0))
             spent_by_others = sum((max(h.at_most_usd, Decimal(0)) for h in others), Decimal(0))
             return f"{usd_text(spent_by_others)} USD spent at most by the run's other task instances" + (
