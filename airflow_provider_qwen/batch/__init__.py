@@ -1,6 +1,7 @@
 """The batch engine behind QwenBatchOperator: many items, one task, nothing lost, nothing paid twice.
 
 - ``limiter``: bounded, adaptive concurrency (AIMD on 429, Retry-After, requests-per-minute cap).
+- ``sender``: every request of a batch: a slot from the limiter, one try, 429s retried here.
 - ``retry_policy``: the batch's own client's policy: 429s go to the limiter, a connection per slot.
 - ``chunking``: long text split on paragraph/sentence boundaries by exact token counts, linearly.
 - ``long_items``: map-reduce over the parts of an item too long for one request.

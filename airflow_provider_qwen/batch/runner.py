@@ -1,12 +1,10 @@
-"""The async scheduler: workers pull item indices, every request passes the limiter and the budget,
-and the outcomes become the aligned result list and the ``qwen_batch`` report.
+"""The async scheduler: workers pull item indices, every request goes through the sender (limiter,
+budget, rate-limit retries), and the outcomes become the aligned result list and ``qwen_batch``.
 
-Rate limits are absorbed here (the item waits, the limit adapts, the request goes again) unless
-the server asks for a wait over ``MAX_SERVER_DELAY`` (120 s): such a delay stops retrying
-(docs/protocol.md, "Retries"), and a limit of minutes means the account is spent for now, so that
-item fails and the batch stops. Other failures fail their item only, except those no other item
-can escape (bad key, no credits, unknown model) and a spent budget: then too no new item starts,
-and the rest are reported unstarted.
+A 429 asking for a wait over ``MAX_SERVER_DELAY`` (120 s) is not retried (``sender``): the
+account's limit is spent for now, so that item fails and the batch stops. Other failures fail
+their item only, except those no other item can escape (bad key, no credits, unknown model) and
+a spent budget: then too no new item starts, and the rest are reported unstarted.
 """
 
 from __future__ import annotations
@@ -17,25 +15,20 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from airflow_provider_qwen.batch.items import ItemOutcome, describe_error
-from airflow_provider_qwen.batch.limiter import AdaptiveLimiter
 from airflow_provider_qwen.batch.progress import PROGRESS_EVERY_S, BatchProgress
+from airflow_provider_qwen.batch.sender import RateLimitedSender, long_rate_limit
 from airflow_provider_qwen.client.errors import (
     AuthenticationError,
     BudgetExceededError,
     InsufficientCreditsError,
     NotFoundError,
     QwenError,
-    RateLimitError,
 )
 from airflow_provider_qwen.client.retry import MAX_SERVER_DELAY
 from airflow_provider_qwen.cost.record import CostTotals
-
-if TYPE_CHECKING:
-    from airflow_provider_qwen.client.models import ChatCompletion
-    from airflow_provider_qwen.client.request import ChatRequest
 
 BATCH_XCOM_KEY = "qwen_batch"
 MAX_ERRORS_LISTED = 1000
@@ -47,18 +40,9 @@ class BatchFailedError(QwenError):
     """More items failed (or were not started) than ``max_failures`` allows."""
 
 
-def long_rate_limit(exc: BaseException | None) -> float | None:
-    """The server's delay when ``exc`` is a 429 asking for more than ``MAX_SERVER_DELAY`` s, else None."""
-    if isinstance(exc, RateLimitError) and exc.retry_after is not None and exc.retry_after > MAX_SERVER_DELAY:
-        return exc.retry_after
-    return None
-
-
 @dataclass
 class BatchOptions:
     max_concurrency: int = 16
-    requests_per_minute: float | None = None
-    max_rate_limit_retries: int = 8
     progress_interval: float = PROGRESS_EVERY_S
 
 
@@ -126,62 +110,24 @@ def allowed_failures(max_failures: int | float, total: int) -> int:
 
 
 class BatchRunner:
-    """Runs ``process(index)`` over every index with ``max_concurrency`` workers; owns ``send``."""
-
-    sleep = staticmethod(asyncio.sleep)  # the backoff's wait; tests record it instead
+    """Runs ``process(index)`` over every index with ``max_concurrency`` workers."""
 
     def __init__(
         self,
         total: int,
-        send_once: Callable[[ChatRequest], Awaitable[ChatCompletion]],
+        sender: RateLimitedSender,
         *,
         options: BatchOptions,
         log: Any,
         spent: Callable[[], Decimal] = lambda: Decimal(0),
     ) -> None:
-        from airflow_provider_qwen.client.retry import RetryPolicy
-
         self.total = total
-        self.send_once = send_once
+        self.sender = sender
         self.options = options
         self.log = log
-        self.limiter = AdaptiveLimiter(
-            options.max_concurrency, requests_per_minute=options.requests_per_minute
-        )
-        self.backoff = RetryPolicy().backoff
-        self.requests = 0
         self.progress = BatchProgress(
-            total,
-            log,
-            spent=spent,
-            concurrency=lambda: f"{self.limiter.in_flight} in flight, limit {self.limiter.limit}",
-            every=options.progress_interval,
+            total, log, spent=spent, concurrency=sender.describe, every=options.progress_interval
         )
-
-    async def send(self, request: ChatRequest) -> ChatCompletion:
-        """One request: wait for a slot, send it (``send_once`` checks the budget), absorb rate limits."""
-        for attempt in range(self.options.max_rate_limit_retries + 1):
-            ticket = await self.limiter.acquire()
-            try:
-                completion = await self.send_once(request)
-            except RateLimitError as exc:
-                if long_rate_limit(exc) is not None:
-                    await self.limiter.rate_limited_by_server(ticket, None)
-                    raise  # no retry (docs/protocol.md, "Retries"); the batch stops starting items
-                await self.limiter.rate_limited_by_server(ticket, exc.retry_after)
-                if attempt >= self.options.max_rate_limit_retries:
-                    raise
-                if exc.retry_after is None or exc.retry_after <= 0:
-                    await self.sleep(self.backoff(attempt))
-                # else the limiter pauses every request, this one too, until the Retry-After passed
-                continue
-            except BaseException:
-                await self.limiter.failed(ticket)
-                raise
-            self.requests += 1
-            await self.limiter.succeeded(ticket)
-            return completion
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def run(self, process: Callable[[int], Awaitable[ItemOutcome]]) -> BatchReport:
         report = BatchReport(self.total, [None] * self.total)
@@ -204,17 +150,7 @@ class BatchRunner:
             ticker.cancel()
         for index in indices:  # left when the batch stopped early
             report.add(ItemOutcome(index, "unstarted", error="not started: the batch stopped (see stopped)"))
-        report.extra = {
-            "requests": self.requests,
-            "rate_limited": self.limiter.rate_limited,
-            "concurrency": {
-                "max": self.limiter.max_concurrency,
-                "final": self.limiter.limit,
-                "lowest": self.limiter.lowest_limit,
-                "peak_in_flight": self.limiter.peak_in_flight,
-            },
-            "elapsed_s": round(time.monotonic() - started, 3),
-        }
+        report.extra = {**self.sender.learned(), "elapsed_s": round(time.monotonic() - started, 3)}
         return report
 
     def _maybe_stop(self, report: BatchReport, outcome: ItemOutcome) -> None:

@@ -286,13 +286,9 @@ class QwenBatchOperator(QwenBaseOperator):
     ) -> BatchReport:
         from airflow_provider_qwen.batch.items import ItemProcessor
         from airflow_provider_qwen.batch.runner import BatchOptions, BatchRunner
+        from airflow_provider_qwen.batch.sender import RateLimitedSender
 
-        options = BatchOptions(
-            max_concurrency=self.max_concurrency,
-            requests_per_minute=self.requests_per_minute,
-            max_rate_limit_retries=self.max_rate_limit_retries,
-            progress_interval=self.progress_interval,
-        )
+        options = BatchOptions(max_concurrency=self.max_concurrency, progress_interval=self.progress_interval)
 
         async with self.batch_client() as client:
 
@@ -302,8 +298,14 @@ class QwenBatchOperator(QwenBaseOperator):
                 )
 
             spent = lambda: calls.cost.spent_usd  # noqa: E731
-            runner = BatchRunner(len(plan.items), send_once, options=options, log=self.log, spent=spent)
-            processor = ItemProcessor(plan, runner.send, journal, outputs, log=self.log)
+            sender = RateLimitedSender(
+                send_once,
+                max_concurrency=self.max_concurrency,
+                requests_per_minute=self.requests_per_minute,
+                max_rate_limit_retries=self.max_rate_limit_retries,
+            )
+            runner = BatchRunner(len(plan.items), sender, options=options, log=self.log, spent=spent)
+            processor = ItemProcessor(plan, sender.send, journal, outputs, log=self.log)
             report = await runner.run(processor.process)
             report.extra["checkpoint_rejected"] = processor.rejected
             return report

@@ -216,14 +216,14 @@ def test_a_retry_after_over_120_s_stops_the_batch_but_a_retry_of_the_task_may_re
 
 
 def test_a_429_without_a_usable_retry_after_backs_off_before_sending_again(mocker):
-    from airflow_provider_qwen.batch.runner import BatchRunner
+    from airflow_provider_qwen.batch.sender import RateLimitedSender
 
     sleeps = []
 
     async def sleep(seconds):
         sleeps.append(seconds)
 
-    mocker.patch.object(BatchRunner, "sleep", new=staticmethod(sleep))
+    mocker.patch.object(RateLimitedSender, "sleep", new=staticmethod(sleep))
     replies = iter(
         [
             RateLimitError("slow down", status_code=429, retry_after=None),
