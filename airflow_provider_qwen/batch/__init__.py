@@ -19,5 +19,7 @@ No module here imports Airflow at import time; the operator in ``operators/batch
 from __future__ import annotations
 
 from airflow_provider_qwen.batch.outputs import is_stored_result, load_result
+from airflow_provider_qwen.batch.sources import shard_input
+from airflow_provider_qwen.batch.streams import results_asset
 
-__all__ = ["is_stored_result", "load_result"]
+__all__ = ["is_stored_result", "load_result", "results_asset", "shard_input"]

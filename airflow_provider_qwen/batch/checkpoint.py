@@ -101,9 +101,9 @@ def decode_record(line: bytes) -> dict[str, Any] | None:
 
 
 class Journal:
-    """Records of finished work by request key; this base keeps them in memory only."""
+    """Records of finished work by request key; this base (``checkpoint=False``) keeps none."""
 
-    location = "memory"
+    location = "none"
 
     def __init__(self) -> None:
         self.records: dict[str, dict[str, Any]] = {}
@@ -113,9 +113,15 @@ class Journal:
     def get(self, key: str) -> dict[str, Any] | None:
         return self.records.get(key)
 
+    def take(self, key: str) -> dict[str, Any] | None:
+        """The record of ``key`` from an earlier try, let go of here: each piece of work is looked
+        up once, so a resumed batch holds fewer records the further it gets."""
+        return self.records.pop(key, None)
+
     async def put(self, record: dict[str, Any]) -> None:
-        """Record one finished piece of work (sealed with its checksum); durable once this returns."""
-        self.records[record["key"]] = seal(record)
+        """Record one finished piece of work (sealed with its checksum); durable once this returns.
+
+        Not kept in memory: only earlier tries' records are ever looked up."""
 
     def close(self) -> None:
         """Release files; the records stay readable."""
@@ -159,7 +165,6 @@ class LocalJournal(Journal):
         view = memoryview(data)
         while view:  # a local append is one write() in practice; loop for the rule's sake
             view = view[os.write(self._fd, view) :]
-        self.records[record["key"]] = record
 
     def close(self) -> None:
         if self._fd is not None:
@@ -183,7 +188,6 @@ class ObjectJournal(Journal):
         record = seal(record)
         target = self.folder / f"{record['key']}.json"
         await asyncio.to_thread(target.write_bytes, encode_record(record))
-        self.records[record["key"]] = record
 
 
 def open_journal(folder: ObjectStoragePath, writer: str) -> Journal:

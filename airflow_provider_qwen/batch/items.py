@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,6 +25,7 @@ from airflow_provider_qwen.batch.checkpoint import (
     work_key,
 )
 from airflow_provider_qwen.batch.long_items import LongItems
+from airflow_provider_qwen.batch.readers import BadItem
 from airflow_provider_qwen.client.errors import BudgetExceededError, QwenError
 from airflow_provider_qwen.cost.record import CostTotals
 
@@ -64,7 +65,6 @@ T = TypeVar("T")
 class ItemPlan:
     """What is fixed for every item of one batch."""
 
-    items: Sequence[Any]
     render_prompt: Render  # variables (item, index, chunk ...) -> the user message
     requests: RequestBuilder  # messages -> a validated request
     base_messages: list[dict[str, Any]] = field(default_factory=list)  # system prompt, history
@@ -149,11 +149,12 @@ class ItemProcessor(LongItems):
         self.rejected = 0  # checkpoint records that did not match their work (sent again)
         self._leaders: dict[str, asyncio.Future[tuple[int, ItemOutcome]]] = {}
 
-    async def process(self, index: int) -> ItemOutcome:
+    async def process(self, index: int, item: Any) -> ItemOutcome:
+        if isinstance(item, BadItem):  # an input record that is no item: never sent
+            return ItemOutcome(index, "failed", error=f"input: {item.error}"[:ERROR_CHARS])
         spend = _Spend()
         leader: asyncio.Future[tuple[int, ItemOutcome]] | None = None
         try:
-            item = self.plan.items[index]
             big = _text_chars(item, self.plan.chunk_field) + self.plan.base_chars > BIG_CHARS
             variables = {"item": item, "index": index, "chunk": None}
             work = await _cpu(big, self._work, self._messages(self.plan.render_prompt(variables)))
@@ -255,7 +256,7 @@ class ItemProcessor(LongItems):
 
     def _lookup(self, key: str, index: int, slot: str, request_hash: str) -> dict[str, Any] | None:
         """The checkpoint record of this work, if there is one and it is bound to this work."""
-        record = self.journal.get(key)
+        record = self.journal.take(key)
         if record is None:
             return None
         problem = record_problem(record, index=index, slot=slot, request_hash=request_hash)

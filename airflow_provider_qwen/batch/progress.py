@@ -16,7 +16,7 @@ class BatchProgress:
 
     def __init__(
         self,
-        total: int,
+        total: Callable[[], int | None],
         log: Any,
         *,
         spent: Callable[[], Decimal] = lambda: Decimal(0),
@@ -46,11 +46,13 @@ class BatchProgress:
         elapsed = max(self.clock() - self.started, 1e-9)
         fresh = self.done - self.resumed
         rate = fresh / elapsed
-        left = self.total - self.done
+        total = self.total()
+        left = None if total is None else total - self.done
         eta = f", ETA {left / rate:.0f} s" if rate > 0 and left else ""
         concurrency = self.concurrency()
         return (
-            f"batch: {self.done}/{self.total} done ({self.failed} failed, {self.resumed} resumed), "
+            f"batch: {self.done}/{'?' if total is None else total} done "
+            f"({self.failed} failed, {self.resumed} resumed), "
             f"{self.spent()} USD spent, {rate:.1f} items/s"
             + (f", concurrency {concurrency}" if concurrency else "")
             + eta

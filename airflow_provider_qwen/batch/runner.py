@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
+from airflow_provider_qwen.batch.feed import ItemFeed
 from airflow_provider_qwen.batch.items import ItemOutcome, describe_error
 from airflow_provider_qwen.batch.progress import PROGRESS_EVERY_S, BatchProgress
 from airflow_provider_qwen.batch.sender import RateLimitedSender, long_rate_limit
@@ -32,6 +33,7 @@ from airflow_provider_qwen.cost.record import CostTotals
 
 BATCH_XCOM_KEY = "qwen_batch"
 MAX_ERRORS_LISTED = 1000
+NOT_STARTED = "not started: the batch stopped (see stopped)"
 # Failures that every other item would meet too: stop starting items instead of failing them all.
 FATAL_ERRORS: tuple[type[BaseException], ...] = (AuthenticationError, InsufficientCreditsError, NotFoundError)
 
@@ -46,12 +48,27 @@ class BatchOptions:
     progress_interval: float = PROGRESS_EVERY_S
 
 
+class ResultSink(Protocol):
+    """Where finished items go: the aligned list for XCom (``ResultList``) or a ``ResultsFile``."""
+
+    async def add(self, index: int, status: str, result: Any, error: str | None) -> None: ...
+
+
+class ResultList:
+    """The results aligned with the items (None for an item that did not succeed)."""
+
+    def __init__(self, total: int) -> None:
+        self.results: list[Any] = [None] * total
+
+    async def add(self, index: int, status: str, result: Any, error: str | None) -> None:
+        self.results[index] = result if status == "ok" else None
+
+
 @dataclass
 class BatchReport:
-    """Everything a batch run produced: the aligned results and the counts for ``qwen_batch``."""
+    """The counts of a batch run for ``qwen_batch`` (the results went to its sink)."""
 
-    total: int
-    results: list[Any]
+    total: int = 0
     succeeded: int = 0
     failed: int = 0
     unstarted: int = 0
@@ -66,7 +83,6 @@ class BatchReport:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def add(self, outcome: ItemOutcome) -> None:
-        self.results[outcome.index] = outcome.result if outcome.status == "ok" else None
         self.reused.merge(outcome.reused)
         self.deduplicated += outcome.deduplicated
         if outcome.status == "ok":
@@ -110,46 +126,57 @@ def allowed_failures(max_failures: int | float, total: int) -> int:
 
 
 class BatchRunner:
-    """Runs ``process(index)`` over every index with ``max_concurrency`` workers."""
+    """Runs ``process(index, item)`` over every item of a feed with ``max_concurrency`` workers."""
 
     def __init__(
         self,
-        total: int,
         sender: RateLimitedSender,
         *,
         options: BatchOptions,
         log: Any,
         spent: Callable[[], Decimal] = lambda: Decimal(0),
     ) -> None:
-        self.total = total
         self.sender = sender
         self.options = options
         self.log = log
-        self.progress = BatchProgress(
-            total, log, spent=spent, concurrency=sender.describe, every=options.progress_interval
+        self.spent = spent
+
+    async def run(
+        self, process: Callable[[int, Any], Awaitable[ItemOutcome]], feed: ItemFeed, sink: ResultSink
+    ) -> BatchReport:
+        report = BatchReport()
+        started = time.monotonic()
+        progress = BatchProgress(
+            lambda: feed.total,
+            self.log,
+            spent=self.spent,
+            concurrency=self.sender.describe,
+            every=self.options.progress_interval,
         )
 
-    async def run(self, process: Callable[[int], Awaitable[ItemOutcome]]) -> BatchReport:
-        report = BatchReport(self.total, [None] * self.total)
-        started = time.monotonic()
-        indices = iter(range(self.total))
+        async def finish(outcome: ItemOutcome) -> None:
+            report.add(outcome)
+            result = outcome.result if outcome.status == "ok" else None
+            await sink.add(outcome.index, outcome.status, result, outcome.error)
 
         async def worker() -> None:
-            for index in indices:  # one shared iterator: each index is taken exactly once
-                outcome = await process(index)
-                report.add(outcome)
-                self.progress.item_done(ok=outcome.status == "ok", resumed=outcome.resumed)
+            while not report.stopped and (entry := await feed.next()) is not None:
+                outcome = await process(*entry)
+                await finish(outcome)
+                progress.item_done(ok=outcome.status == "ok", resumed=outcome.resumed)
                 self._maybe_stop(report, outcome)
-                if report.stopped:
-                    return
 
-        ticker = asyncio.ensure_future(self.progress.report_periodically())
+        ticker = asyncio.ensure_future(progress.report_periodically())
         try:
-            await asyncio.gather(*(worker() for _ in range(min(self.options.max_concurrency, self.total))))
+            workers = self.options.max_concurrency
+            if feed.total is not None:
+                workers = max(1, min(workers, feed.total))
+            await gather_or_cancel([worker() for _ in range(workers)])
         finally:
             ticker.cancel()
-        for index in indices:  # left when the batch stopped early
-            report.add(ItemOutcome(index, "unstarted", error="not started: the batch stopped (see stopped)"))
+        async for index, _item in feed.rest():  # left when the batch stopped early
+            await finish(ItemOutcome(index, "unstarted", error=NOT_STARTED))
+        report.total = feed.taken
         report.extra = {**self.sender.learned(), "elapsed_s": round(time.monotonic() - started, 3)}
         return report
 
@@ -170,3 +197,15 @@ class BatchRunner:
         if report.stopped:
             report.stop_error = exc
             self.log.error("batch stops starting new items (%s)", report.stopped)
+
+
+async def gather_or_cancel(coroutines: list[Coroutine[Any, Any, None]]) -> None:
+    """Run ``coroutines`` together; when one raises, cancel the others and raise that error."""
+    tasks = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from airflow_provider_qwen.batch.items import ItemPlan, Render
     from airflow_provider_qwen.batch.outputs import OutputStore
     from airflow_provider_qwen.batch.runner import BatchReport
+    from airflow_provider_qwen.batch.streams import BatchStreams
     from airflow_provider_qwen.calls import Calls
     from airflow_provider_qwen.client.client import AsyncQwenClient
     from airflow_provider_qwen.client.models import ChatCompletion
@@ -49,8 +50,18 @@ def _retryable(stop_error: BaseException | None) -> bool:
 class QwenBatchOperator(QwenBaseOperator):
     """Run one prompt template over many items with bounded, adaptive concurrency.
 
-    :param items: a list of strings or dicts (literal, ``task.output``, or ``.expand(items=...)``).
-        Items are data: they are never rendered as templates.
+    :param items: a list of strings or dicts (literal, ``task.output``, or ``.expand(items=...)``),
+        or an input on storage read as a stream: the URL or ``ObjectStoragePath`` of a JSON-lines,
+        CSV or Parquet file, of a folder or glob of text files (each file the item ``{"path",
+        "text"}``), or one shard from ``airflow_provider_qwen.batch.shard_input``. Items are data:
+        they are never rendered as templates (a URL string is, like any template field).
+    :param input_format: ``jsonl``, ``csv``, ``parquet`` or ``text`` when the input's name does not say.
+    :param results_path: write the results as items finish to this file (or, for a path ending in
+        ``/``, to ``part-<map_index>.<format>`` in this folder), one row per item ``{"index", "status",
+        "result", "error"}``; the task then returns a manifest (path, counts, cost), not the results,
+        and the path is the task's Asset outlet (``batch.results_asset`` for a mapped task's outlets).
+    :param results_format: ``jsonl`` (default) or ``parquet`` (needs the ``parquet`` extra).
+    :param results_order: ``index`` (rows as they finish, default) or ``item`` (in item order).
     :param prompt: the per-item user message, inline Jinja or a ``.j2``/``.jinja2``/``.prompt`` file,
         rendered for each item with ``item``, ``index`` and ``chunk`` (None, or ``{"index", "count"}``
         for a part of a long item) plus the task context. It is not rendered by Airflow before ``execute``.
@@ -84,6 +95,7 @@ class QwenBatchOperator(QwenBaseOperator):
 
     template_fields: Sequence[str] = (
         "items",
+        "results_path",
         "system_prompt",
         "messages",
         "model",
@@ -118,10 +130,18 @@ class QwenBatchOperator(QwenBaseOperator):
         fail_on_truncation: bool = False,
         max_rate_limit_retries: int = 8,
         progress_interval: float = 5.0,
+        input_format: str | None = None,
+        results_path: str | os.PathLike[str] | None = None,
+        results_format: str | None = None,
+        results_order: str = "index",
         **kwargs: Any,
     ) -> None:
         super().__init__(prompt=prompt, **kwargs)
         self.items = items
+        self.input_format = input_format
+        self.results_path = results_path
+        self.results_format = results_format
+        self.results_order = results_order
         self.output_model = output_model
         self.output_schema = output_schema
         self.tool_name = tool_name
@@ -144,6 +164,10 @@ class QwenBatchOperator(QwenBaseOperator):
 
         check_arguments(self)
         self.validate_static_parameters()
+        if results_path is not None and not is_templated(str(results_path)):
+            from airflow_provider_qwen.batch.streams import results_asset
+
+            self.outlets = [*self.outlets, results_asset(results_path)]
         if (
             self.max_input_tokens is not None
             and isinstance(self.model, str)
@@ -205,10 +229,9 @@ class QwenBatchOperator(QwenBaseOperator):
 
     # -- execution ------------------------------------------------------------------------
 
-    def run(self, context: Context, calls: Calls) -> list[Any]:
-        from airflow_provider_qwen.batch.checkpoint import Journal, open_journal
+    def run(self, context: Context, calls: Calls) -> Any:
+        from airflow_provider_qwen.batch.checkpoint import Journal
         from airflow_provider_qwen.batch.event_loop import run_coroutine
-        from airflow_provider_qwen.batch.inputs import items_list
         from airflow_provider_qwen.batch.items import DEFAULT_REDUCE_PROMPT, ItemPlan
         from airflow_provider_qwen.batch.outputs import OutputStore
         from airflow_provider_qwen.client.errors import InvalidRequestError
@@ -220,10 +243,7 @@ class QwenBatchOperator(QwenBaseOperator):
         from airflow_provider_qwen.storage import task_folder
 
         where = self._where
-        try:  # what every item shares is checked once: a bad rendered value fails here, not per item
-            items = items_list(where, self.items)
-        except InvalidRequestError as exc:
-            raise BatchArgumentError(str(exc)) from None
+        streams = self._streams(context)  # what every item shares is checked once, not per item
         limit = input_limit(where, self.max_input_tokens, probe_request(self, where))
         try:
             self.check_rendered_text(context)  # a system prompt or history message left at None
@@ -231,7 +251,6 @@ class QwenBatchOperator(QwenBaseOperator):
             raise BatchArgumentError(str(exc)) from None
         base_messages = self.history_messages()
         plan = ItemPlan(
-            items=items,
             render_prompt=self._renderer(self.prompt or "", context),
             requests=self.request_builder(),
             base_messages=base_messages,
@@ -249,41 +268,72 @@ class QwenBatchOperator(QwenBaseOperator):
             from airflow_provider_qwen.client import tokens
 
             tokens.load()  # budgets count every request: load the vocabulary before the loop, not on it
-        journal: Journal = Journal()
-        if self.checkpoint and items:
-            try_number = getattr(context["ti"], "try_number", None)
-            writer = f"try{try_number}-{os.getpid()}-{secrets.token_hex(4)}"
-            try:
-                journal = open_journal(task_folder(context) / CHECKPOINT_DIR, writer)
-            except OSError as exc:
-                from airflow_provider_qwen.client.errors import InvalidRequestError
-
-                raise InvalidRequestError(
-                    f"{where}: cannot keep checkpoints under [qwen] storage_base ({exc}); point "
-                    "AIRFLOW__QWEN__STORAGE_BASE at a writable folder or bucket, or pass checkpoint=False"
-                ) from exc
-            self.log.info(
-                "batch checkpoint: %s (%d finished record(s) from earlier tries, not sent again)",
-                journal.location,
-                journal.loaded,
-            )
-        outputs = OutputStore(lambda: task_folder(context), self.output_size_threshold)
+        journal = self._journal(context) if self.checkpoint and streams.feed.total != 0 else Journal()
+        threshold = None if self.results_path is not None else self.output_size_threshold  # no XCom limit
+        outputs = OutputStore(lambda: task_folder(context), threshold)
         self.log.info(
-            "batch: %d item(s), max_concurrency %d, max_input_tokens %s",
-            len(items),
+            "batch: %s, max_concurrency %d, max_input_tokens %s",
+            streams.describe(),
             self.max_concurrency,
             limit,
         )
         try:
-            report: BatchReport = run_coroutine(lambda: self._arun(plan, journal, outputs, calls))
+            report, written = run_coroutine(lambda: self._arun(plan, journal, outputs, calls, streams))
         finally:
             journal.close()
+        returned = streams.returned(report, written, usd_text(calls.cost.spent_usd))
+        if written is not None:
+            self.log.info("batch results: %s (%d rows)", written["results_path"], written["rows"])
         self._finish(context, report, calls, outputs)
-        return report.results
+        return returned
+
+    def _streams(self, context: Context) -> BatchStreams:
+        """The feed of the rendered ``items`` and the sink of the results, or a ``BatchArgumentError``."""
+        from airflow_provider_qwen.batch.streams import open_streams
+        from airflow_provider_qwen.client.errors import InvalidRequestError
+        from airflow_provider_qwen.operators.batch_checks import BatchArgumentError, check_files
+        from airflow_provider_qwen.storage import task_ids
+
+        try:
+            check_files(self, self._where)  # results_path may have been a template
+            return open_streams(
+                self._where,
+                self.items,
+                input_format=self.input_format,
+                results_path=self.results_path,
+                results_format=self.results_format,
+                results_order=self.results_order,
+                map_index=task_ids(context)[3],
+                structured=self.spec is not None,
+            )
+        except InvalidRequestError as exc:
+            raise BatchArgumentError(str(exc)) from None
+
+    def _journal(self, context: Context) -> Journal:
+        """The checkpoint journal of this task instance, under ``[qwen] storage_base``."""
+        from airflow_provider_qwen.batch.checkpoint import open_journal
+        from airflow_provider_qwen.client.errors import InvalidRequestError
+        from airflow_provider_qwen.storage import task_folder
+
+        try_number = getattr(context["ti"], "try_number", None)
+        writer = f"try{try_number}-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            journal = open_journal(task_folder(context) / CHECKPOINT_DIR, writer)
+        except OSError as exc:
+            raise InvalidRequestError(
+                f"{self._where}: cannot keep checkpoints under [qwen] storage_base ({exc}); point "
+                "AIRFLOW__QWEN__STORAGE_BASE at a writable folder or bucket, or pass checkpoint=False"
+            ) from exc
+        self.log.info(
+            "batch checkpoint: %s (%d finished record(s) from earlier tries, not sent again)",
+            journal.location,
+            journal.loaded,
+        )
+        return journal
 
     async def _arun(
-        self, plan: ItemPlan, journal: Journal, outputs: OutputStore, calls: Calls
-    ) -> BatchReport:
+        self, plan: ItemPlan, journal: Journal, outputs: OutputStore, calls: Calls, streams: BatchStreams
+    ) -> tuple[BatchReport, dict[str, Any] | None]:
         from airflow_provider_qwen.batch.items import ItemProcessor
         from airflow_provider_qwen.batch.runner import BatchOptions, BatchRunner
         from airflow_provider_qwen.batch.sender import RateLimitedSender
@@ -297,18 +347,23 @@ class QwenBatchOperator(QwenBaseOperator):
                     request, client, fail_on_truncation=self.fail_on_truncation, warn=False
                 )
 
-            spent = lambda: calls.cost.spent_usd  # noqa: E731
             sender = RateLimitedSender(
                 send_once,
                 max_concurrency=self.max_concurrency,
                 requests_per_minute=self.requests_per_minute,
                 max_rate_limit_retries=self.max_rate_limit_retries,
             )
-            runner = BatchRunner(len(plan.items), sender, options=options, log=self.log, spent=spent)
+            runner = BatchRunner(sender, options=options, log=self.log, spent=lambda: calls.cost.spent_usd)
             processor = ItemProcessor(plan, sender.send, journal, outputs, log=self.log)
-            report = await runner.run(processor.process)
+            await streams.open()
+            ran = False
+            try:
+                report = await runner.run(processor.process, streams.feed, streams.sink)
+                ran = True
+            finally:
+                written = await streams.close(failed=not ran)
             report.extra["checkpoint_rejected"] = processor.rejected
-            return report
+            return report, written
 
     def batch_client(self) -> AbstractAsyncContextManager[AsyncQwenClient]:
         """A client of the hook's connection for this batch alone, closed after it: 429s are not

@@ -79,10 +79,54 @@ def check_arguments(op: QwenBatchOperator) -> None:
     for name in ("checkpoint", "deduplicate", "fail_on_truncation"):
         if not isinstance(getattr(op, name), bool):
             raise bad(name, "True or False")
-    if not isinstance(op.items, str) and not hasattr(op.items, "resolve"):
+    check_files(op, where)
+    from airflow_provider_qwen.batch.sources import is_input_value
+    from airflow_provider_qwen.operators.base import is_templated
+
+    if is_input_value(op.items):
+        if not is_templated(op.items):
+            check_input(where, op.items, op.input_format)  # the format can be told at parse time
+    elif not isinstance(op.items, str) and not hasattr(op.items, "resolve"):
         from airflow_provider_qwen.batch.inputs import check_items
 
         check_items(where, op.items)  # a literal list: check it at parse time
+
+
+def check_files(op: QwenBatchOperator, where: str) -> None:
+    """``results_path``, ``results_format``, ``results_order`` and ``input_format``."""
+    import os
+
+    from airflow_provider_qwen.batch.results_file import RESULT_FORMATS, RESULT_ORDERS
+    from airflow_provider_qwen.batch.sources import FORMATS
+
+    path = op.results_path
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise InvalidRequestError(
+            f"{where}: results_path={path!r} is not allowed: None, or a URL or ObjectStoragePath of a "
+            "file or of a folder (ending in '/')"
+        )
+    choices = (
+        ("results_format", RESULT_FORMATS),
+        ("results_order", RESULT_ORDERS),
+        ("input_format", FORMATS),
+    )
+    for name, allowed in choices:
+        value = getattr(op, name)
+        if value is not None and value not in allowed:
+            raise InvalidRequestError(
+                f"{where}: {name}={value!r} is not allowed: one of {', '.join(map(repr, allowed))}"
+            )
+
+
+def check_input(where: str, value: Any, input_format: str | None) -> Any:
+    """The ``InputSource`` of a path, URL or shard ``items``, or a ``BatchArgumentError`` saying why not."""
+    from airflow_provider_qwen.batch.readers import InputFormatError
+    from airflow_provider_qwen.batch.sources import input_source
+
+    try:
+        return input_source(where, value, format=input_format)
+    except InputFormatError as exc:
+        raise BatchArgumentError(str(exc)) from None
 
 
 def check_syntax(where: str, name: str, source: str) -> None:
