@@ -4,9 +4,11 @@ Everything runs on one asyncio loop: latency is ``asyncio.sleep``, so hundreds o
 at once without a thread each. A request is logged first, then checked in the service's order:
 key (401), ``X-Emulator-Fault`` syntax (400), model (404), body against the schema (400), context
 window (400: the prompt, counted with the Qwen vocabulary, plus the completion budget over the
-model's window), concurrency limit, requests- and tokens-per-minute limits (429, the same message
-for all, with no ``Retry-After`` unless ``concurrency_retry_after`` is set for the concurrency
-one), balance (403); then it takes its fault and is answered (``replies.py``).
+model's window), random refusal (429 with probability ``random_429``: a flaky gateway in front of
+the limits, so it counts against none of them), concurrency limit, requests- and tokens-per-window
+limits (429, the same message for all, with no ``Retry-After`` unless ``concurrency_retry_after``
+is set for the concurrency one or ``rate_retry_after`` for the rate ones), balance (403); then it
+takes its fault and is answered (``replies.py``).
 
 Charges: one per answer the service finished generating, recorded when the answer is made, so a
 stream cut by a ``cut_stream`` fault or a client that timed out is charged (the service bills
@@ -154,11 +156,13 @@ async def chat_completions(request: Request) -> Any:
     too_long = limits.window_error(str(model), counted, limits.completion_budget(body), window)
     if too_long:
         return fail(400, too_long)
+    if state.refusals.refuse():
+        return fail(429, _MESSAGES[429])
     if state.max_concurrency is not None and state.in_flight >= state.max_concurrency:
         wait = state.concurrency_retry_after
         return fail(429, _MESSAGES[429], None if wait is None else {"retry-after": f"{wait:g}"})
     if not state.rates.admit(counted, rpm=state.rpm, tpm=state.tpm):
-        return fail(429, _MESSAGES[429])
+        return fail(429, _MESSAGES[429], state.rate_limit_headers(counted))
     if state.balance() <= 0:
         return fail(403, _MESSAGES[403])
     if faults is None:

@@ -55,11 +55,16 @@ class QwenEmulator:
     ``PriceTable``) replaces it. ``max_concurrency`` answers 429 above N requests in flight, with no
     ``Retry-After`` (the service documents none) unless ``concurrency_retry_after`` gives one
     (seconds). ``rpm`` / ``tpm`` answer 429 (no ``Retry-After``) above that many requests / tokens
-    in the last minute. ``context_windows`` (model -> tokens) override the per-model windows of
-    ``limits.CONTEXT_WINDOWS`` a request must fit. ``balance_usd`` is what ``/v2/billing`` starts
-    from; charges lower it and at zero chat completions answer 403. ``strict=False`` drops unknown
-    fields (the gateway's behaviour) instead of answering 400, which is the default so tests catch
-    them.
+    in the last ``rate_window_s`` seconds (60: the service's minute; a shorter window lets a benchmark
+    of seconds meet a per-minute style limit); ``rate_retry_after`` adds a ``Retry-After`` to those
+    429s: seconds, or ``"auto"`` for the time until the window would admit the request.
+    ``random_429`` refuses that fraction of chat completions with a 429 that has nothing to do with
+    load (a flaky gateway; before any limit is counted), drawn from a generator seeded with
+    ``random_seed`` and re-seeded by ``reset()``, so a run replays. ``context_windows`` (model ->
+    tokens) override the per-model windows of ``limits.CONTEXT_WINDOWS`` a request must fit.
+    ``balance_usd`` is what ``/v2/billing`` starts from; charges lower it and at zero chat
+    completions answer 403. ``strict=False`` drops unknown fields (the gateway's behaviour) instead
+    of answering 400, which is the default so tests catch them.
     """
 
     def __init__(
@@ -77,6 +82,10 @@ class QwenEmulator:
         rpm: int | None = None,
         tpm: int | None = None,
         context_windows: Mapping[str, int] | None = None,
+        rate_window_s: float = 60.0,
+        rate_retry_after: float | str | None = None,
+        random_429: float = 0.0,
+        random_seed: int = 0,
     ) -> None:
         if latency < 0:
             raise ValueError(f"latency={latency} must be >= 0 seconds")
@@ -85,6 +94,7 @@ class QwenEmulator:
                 raise ValueError(f"{name}={limit} must be >= 1 or None")
         if concurrency_retry_after is not None and concurrency_retry_after < 0:
             raise ValueError(f"concurrency_retry_after={concurrency_retry_after} must be >= 0 or None")
+        _check_rate_retry_after(rate_retry_after)
         self.host = host
         self.port = port
         self._state = EmulatorState(
@@ -98,6 +108,10 @@ class QwenEmulator:
             rpm=rpm,
             tpm=tpm,
             context_windows=context_windows,
+            rate_window_s=rate_window_s,
+            rate_retry_after=rate_retry_after,
+            random_429=random_429,
+            random_seed=random_seed,
         )
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -262,6 +276,38 @@ class QwenEmulator:
         self._state.tpm = value
 
     @property
+    def rate_window_s(self) -> float:
+        """Length of the window ``rpm`` and ``tpm`` count over, in seconds (60: per minute)."""
+        return self._state.rates.window
+
+    @rate_window_s.setter
+    def rate_window_s(self, value: float) -> None:
+        if value <= 0:
+            raise ValueError(f"rate_window_s={value} must be > 0 seconds")
+        self._state.rates.window = float(value)
+
+    @property
+    def rate_retry_after(self) -> float | str | None:
+        """The ``Retry-After`` of a rate 429: None (no header, as the service), seconds, or ``"auto"``."""
+        return self._state.rate_retry_after
+
+    @rate_retry_after.setter
+    def rate_retry_after(self, value: float | str | None) -> None:
+        _check_rate_retry_after(value)
+        self._state.rate_retry_after = value
+
+    @property
+    def random_429(self) -> float:
+        """Fraction of chat completions refused with a load-independent 429 (0: none)."""
+        return self._state.refusals.fraction
+
+    @random_429.setter
+    def random_429(self, value: float) -> None:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"random_429={value} must be a fraction between 0 and 1")
+        self._state.refusals.fraction = float(value)
+
+    @property
     def balance_usd(self) -> Decimal:
         """The balance ``/v2/billing`` reports now (start balance minus charges)."""
         return self._state.balance()
@@ -320,6 +366,17 @@ class QwenEmulator:
         return f"QwenEmulator({self.base_url}, {state})"
 
 
+def _check_rate_retry_after(value: float | str | None) -> None:
+    if value is None or value == "auto":
+        return
+    if isinstance(value, str) or value < 0:
+        raise ValueError(f"rate_retry_after={value!r} must be seconds >= 0, 'auto' or None")
+
+
+def _rate_retry_after(text: str) -> float | str:
+    return "auto" if text == "auto" else float(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m airflow_provider_qwen.testing.emulator``: serve until interrupted."""
     parser = argparse.ArgumentParser(
@@ -346,6 +403,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--rpm", type=int, default=None, help="answer 429 above N requests a minute")
     parser.add_argument("--tpm", type=int, default=None, help="answer 429 above N tokens a minute")
+    parser.add_argument(
+        "--rate-window-s",
+        type=float,
+        default=60.0,
+        help="seconds the --rpm / --tpm limits count over (default 60: per minute)",
+    )
+    parser.add_argument(
+        "--rate-retry-after",
+        type=_rate_retry_after,
+        default=None,
+        help="Retry-After on a rate 429: seconds, or 'auto' (until the window admits); default none",
+    )
+    parser.add_argument(
+        "--random-429",
+        type=float,
+        default=0.0,
+        help="fraction of chat completions refused with a load-independent 429 (default 0)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --random-429 draws (default 0)")
     parser.add_argument("--lenient", action="store_true", help="drop unknown request fields instead of a 400")
     args = parser.parse_args(argv)
     emulator = QwenEmulator(
@@ -356,6 +432,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         concurrency_retry_after=args.concurrency_retry_after,
         rpm=args.rpm,
         tpm=args.tpm,
+        rate_window_s=args.rate_window_s,
+        rate_retry_after=args.rate_retry_after,
+        random_429=args.random_429,
+        random_seed=args.seed,
         strict=not args.lenient,
         host=args.host,
     )

@@ -6,13 +6,21 @@ the completion budget it asks for (``max_completion_tokens``, else ``max_tokens`
 model's window answers 400 in the service's error shape. A model missing from the table gets
 ``DEFAULT_CONTEXT_WINDOW``.
 
-``RateWindow`` counts the requests and tokens of the last 60 seconds: above ``rpm`` requests or
-``tpm`` tokens (prompt tokens on admission, completion tokens once generated) the service answers
-429, with no ``Retry-After``: it documents none.
+``RateWindow`` counts the requests and tokens of a sliding window, 60 seconds by default (the
+service's minute; ``window`` shortens it so a benchmark of seconds meets a per-minute style limit):
+above ``rpm`` requests or ``tpm`` tokens in the window (prompt tokens on admission, completion tokens
+once generated) the service answers 429, with no ``Retry-After``: it documents none.
+``RateWindow.wait`` says when a refused request would fit, for the optional ``Retry-After``
+(``rate_retry_after="auto"``) a kinder server might send.
+
+``RandomRefusals`` is a load-independent 429 (a flaky gateway, not a limit): each chat completion
+is refused with probability ``fraction``, from a seeded generator so a run can be replayed.
 """
 
 from __future__ import annotations
 
+import math
+import random
 import threading
 import time
 from collections import deque
@@ -82,19 +90,27 @@ def window_error(model: str, prompt_tokens: int, budget: int, window: int) -> st
 
 
 class RateWindow:
-    """Requests and tokens of the last minute, against ``rpm`` / ``tpm`` (None: no limit)."""
+    """Requests and tokens of the last ``window`` seconds, against ``rpm`` / ``tpm`` (None: no limit).
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    ``rpm`` and ``tpm`` are per window: per minute with the default window of 60 s.
+    """
+
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, *, window: float = WINDOW_SECONDS
+    ) -> None:
+        if window <= 0:
+            raise ValueError(f"rate window={window} must be > 0 seconds")
         self._clock = clock
+        self.window = window
         self._lock = threading.Lock()
         self._requests: deque[float] = deque()
         self._tokens: deque[tuple[float, int]] = deque()
         self._token_sum = 0
 
     def _purge(self, now: float) -> None:
-        while self._requests and self._requests[0] <= now - WINDOW_SECONDS:
+        while self._requests and self._requests[0] <= now - self.window:
             self._requests.popleft()
-        while self._tokens and self._tokens[0][0] <= now - WINDOW_SECONDS:
+        while self._tokens and self._tokens[0][0] <= now - self.window:
             self._token_sum -= self._tokens.popleft()[1]
 
     def admit(self, tokens: int, *, rpm: int | None, tpm: int | None) -> bool:
@@ -111,6 +127,26 @@ class RateWindow:
             self._token_sum += tokens
             return True
 
+    def wait(self, tokens: int, *, rpm: int | None, tpm: int | None) -> float:
+        """Seconds until a request of ``tokens`` prompt tokens would be admitted (0: now; ``window``
+        when it never fits the token limit on its own)."""
+        with self._lock:
+            now = self._clock()
+            self._purge(now)
+            until = now
+            if rpm is not None and len(self._requests) >= rpm:
+                until = max(until, self._requests[len(self._requests) - rpm] + self.window)
+            if tpm is not None and self._token_sum + tokens > tpm:
+                if tokens > tpm:
+                    return self.window
+                excess = self._token_sum + tokens - tpm
+                for when, count in self._tokens:
+                    excess -= count
+                    if excess <= 0:
+                        until = max(until, when + self.window)
+                        break
+            return max(0.0, until - now)
+
     def add_tokens(self, tokens: int) -> None:
         """Count generated tokens against the token limit."""
         if tokens <= 0:
@@ -125,3 +161,33 @@ class RateWindow:
             self._requests.clear()
             self._tokens.clear()
             self._token_sum = 0
+
+
+def retry_after_header(seconds: float) -> dict[str, str]:
+    """A ``Retry-After`` of ``seconds``, rounded up to the millisecond (never 0 for a real wait)."""
+    return {"retry-after": f"{math.ceil(seconds * 1000) / 1000:g}"}
+
+
+class RandomRefusals:
+    """429s with no relation to load: each call of ``refuse()`` is True with probability ``fraction``.
+
+    Seeded (``seed``) and replayable: ``reset()`` starts the same sequence again.
+    """
+
+    def __init__(self, fraction: float = 0.0, *, seed: int = 0) -> None:
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"random_429={fraction} must be a fraction between 0 and 1")
+        self.fraction = fraction
+        self.seed = seed
+        self._lock = threading.Lock()
+        self._random = random.Random(seed)
+
+    def refuse(self) -> bool:
+        if self.fraction <= 0.0:
+            return False
+        with self._lock:
+            return self._random.random() < self.fraction
+
+    def reset(self) -> None:
+        with self._lock:
+            self._random = random.Random(self.seed)

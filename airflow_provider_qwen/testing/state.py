@@ -22,7 +22,7 @@ from typing import Any
 
 from airflow_provider_qwen.testing.billing import Prices
 from airflow_provider_qwen.testing.faults import Fault
-from airflow_provider_qwen.testing.limits import RateWindow
+from airflow_provider_qwen.testing.limits import RandomRefusals, RateWindow, retry_after_header
 
 
 @dataclass
@@ -117,6 +117,10 @@ class EmulatorState:
         rpm: int | None = None,
         tpm: int | None = None,
         context_windows: Mapping[str, int] | None = None,
+        rate_window_s: float = 60.0,
+        rate_retry_after: float | str | None = None,
+        random_429: float = 0.0,
+        random_seed: int = 0,
     ) -> None:
         if not api_keys:
             raise ValueError("api_keys must name at least one accepted key")
@@ -124,13 +128,24 @@ class EmulatorState:
         self.prices = prices
         self.strict = strict
         self.context_windows = dict(context_windows or {})
-        self._defaults = (latency, max_concurrency, balance_usd, concurrency_retry_after, rpm, tpm)
+        self.rates = RateWindow(window=rate_window_s)
+        self.refusals = RandomRefusals(random_429, seed=random_seed)
+        self._defaults = (
+            latency,
+            max_concurrency,
+            balance_usd,
+            concurrency_retry_after,
+            rpm,
+            tpm,
+            rate_window_s,
+            rate_retry_after,
+            random_429,
+        )
         self._restore()
         self._lock = threading.Lock()
         self._requests: list[LoggedRequest] = []
         self._charges: list[Charge] = []
         self._log: list[ChargeRecord] = []
-        self.rates = RateWindow()
         self._faults: deque[Fault] = deque()
         self._spent = Decimal(0)
         self.in_flight = 0
@@ -146,6 +161,7 @@ class EmulatorState:
             self._restore()
             self.peak_in_flight = self.in_flight
         self.rates.clear()
+        self.refusals.reset()
 
     def _restore(self) -> None:
         (
@@ -155,7 +171,20 @@ class EmulatorState:
             self.concurrency_retry_after,
             self.rpm,
             self.tpm,
+            self.rates.window,
+            self.rate_retry_after,
+            self.refusals.fraction,
         ) = self._defaults
+
+    def rate_limit_headers(self, prompt_tokens: int) -> dict[str, str] | None:
+        """The ``Retry-After`` of a rate 429: None (the service's way), a fixed number of seconds, or
+        with ``"auto"`` the seconds until the window would admit this request."""
+        wait = self.rate_retry_after
+        if wait is None:
+            return None
+        if wait == "auto":
+            wait = self.rates.wait(prompt_tokens, rpm=self.rpm, tpm=self.tpm)
+        return retry_after_header(max(float(wait), 0.001))
 
     def add_faults(self, faults: Sequence[Fault]) -> None:
         with self._lock:
