@@ -114,7 +114,8 @@ class Calls:
         """One request on an async client; concurrent requests each hold their worst case.
 
         Token counts (and a run budget's claims) run off the event loop."""
-        held = await asyncio.to_thread(self.cost.budget.reserve, request)
+        budget = self.cost.budget
+        held = await asyncio.to_thread(budget.reserve, request) if budget.limited else Decimal(0)
         rid = new_client_request_id()
         with self._metered(request, held, rid) as meter:
             completion = await client.send(

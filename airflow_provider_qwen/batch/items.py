@@ -36,6 +36,13 @@ if TYPE_CHECKING:
     from airflow_provider_qwen.client.request import ChatRequest
     from airflow_provider_qwen.client.structured import ToolSpec
 
+
+class BatchStoppedBeforeSendError(QwenError):
+    """The batch stopped while this request waited for a slot: it is not sent."""
+
+
+# an item that met one of these before paying for any request is reported unstarted, not failed
+UNSENT_ERRORS: tuple[type[BaseException], ...] = (BudgetExceededError, BatchStoppedBeforeSendError)
 ERROR_CHARS = 500  # an error message kept in the qwen_batch report is cut to this length
 BIG_CHARS = 100_000  # an item (with the messages before it) longer than this is prepared in a thread
 REJECTIONS_LOGGED = 20  # mismatched checkpoint records named in the log one by one; then only counted
@@ -171,7 +178,7 @@ class ItemProcessor(LongItems):
                 self._leaders[work.request_hash] = leader
             outcome = await self._produce(index, item, key, work, spend, big)
         except Exception as exc:
-            unsent = isinstance(exc, BudgetExceededError) and not spend.paid.requests
+            unsent = isinstance(exc, UNSENT_ERRORS) and not spend.paid.requests
             outcome = ItemOutcome(
                 index,
                 "unstarted" if unsent else "failed",

@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from airflow_provider_qwen.batch.feed import ItemFeed
-from airflow_provider_qwen.batch.items import ItemOutcome, describe_error
+from airflow_provider_qwen.batch.items import BatchStoppedBeforeSendError, ItemOutcome, describe_error
 from airflow_provider_qwen.batch.progress import PROGRESS_EVERY_S, BatchProgress
 from airflow_provider_qwen.batch.sender import RateLimitedSender, long_rate_limit
 from airflow_provider_qwen.client.errors import (
@@ -118,6 +118,13 @@ class BatchReport:
         }
 
 
+def spare_workers(max_concurrency: int) -> int:
+    """Workers beyond ``max_concurrency``, waiting at the limiter with their request ready: a freed
+    slot is taken at once, and the finished item's bookkeeping (cost, checkpoint, results) runs while
+    the next request is in flight instead of before it is sent."""
+    return max(2, max_concurrency // 2)
+
+
 def allowed_failures(max_failures: int | float, total: int) -> int:
     """``max_failures`` as a count: an int is a count, a float in [0, 1] a fraction of the items."""
     if isinstance(max_failures, float):
@@ -140,6 +147,12 @@ class BatchRunner:
         self.options = options
         self.log = log
         self.spent = spent
+        self.stopped: str | None = None
+
+    def check_running(self) -> None:
+        """Called just before each request is sent: none is sent once the batch has stopped."""
+        if self.stopped is not None:
+            raise BatchStoppedBeforeSendError(f"not sent: the batch stopped ({self.stopped})")
 
     async def run(
         self, process: Callable[[int, Any], Awaitable[ItemOutcome]], feed: ItemFeed, sink: ResultSink
@@ -168,7 +181,7 @@ class BatchRunner:
 
         ticker = asyncio.ensure_future(progress.report_periodically())
         try:
-            workers = self.options.max_concurrency
+            workers = self.options.max_concurrency + spare_workers(self.options.max_concurrency)
             if feed.total is not None:
                 workers = max(1, min(workers, feed.total))
             await gather_or_cancel([worker() for _ in range(workers)])
@@ -195,6 +208,7 @@ class BatchRunner:
         elif isinstance(exc, FATAL_ERRORS):
             report.stopped = f"fatal error no item can escape: {describe_error(exc)}"
         if report.stopped:
+            self.stopped = report.stopped
             report.stop_error = exc
             self.log.error("batch stops starting new items (%s)", report.stopped)
 

@@ -343,6 +343,7 @@ class QwenBatchOperator(QwenBaseOperator):
         async with self.batch_client() as client:
 
             async def send_once(request: ChatRequest) -> ChatCompletion:
+                runner.check_running()
                 return await calls.asend(
                     request, client, fail_on_truncation=self.fail_on_truncation, warn=False
                 )
