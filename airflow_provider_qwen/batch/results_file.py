@@ -129,7 +129,10 @@ class ResultsFile:
                 await self._emit(self._held.pop(index))
         await self._flush()
         await asyncio.to_thread(self._commit)
-        return {"results_path": str(self.path), "format": self.format, "order": self.order, "rows": self.rows}
+        from airflow_provider_qwen.batch.sources import display_url
+
+        shown = display_url(str(self.path))
+        return {"results_path": shown, "format": self.format, "order": self.order, "rows": self.rows}
 
     def _commit(self) -> None:
         if self._writer is not None:

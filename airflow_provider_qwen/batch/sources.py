@@ -39,6 +39,14 @@ FORMATS = ("jsonl", "csv", "parquet", "text")
 SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".lz4")
 URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+PASSWORD = re.compile(r"(://)[^/@\s:]+:[^/@\s]*@")  # user:password@ (a lone conn_id@ is kept)
+
+
+def display_url(url: str) -> str:
+    """``url`` fit for logs, XCom and errors: a ``user:password@`` is cut (a ``conn_id@`` is kept)."""
+    return PASSWORD.sub(r"\1***@", url)
+
+
 GLOB = re.compile(r"[*?\[]")
 
 
@@ -61,7 +69,7 @@ class InputSource:
 
     def describe(self) -> str:
         span = "" if self.stop is None and not self.start else f" items {self.start}..{self.stop}"
-        return f"{self.format} input {self.url}{span}"
+        return f"{self.format} input {display_url(self.url)}{span}"
 
     def to_dict(self) -> dict[str, Any]:
         return {SHARD_MARKER: 1, **asdict(self)}
@@ -73,7 +81,7 @@ class InputSource:
         if unknown or not isinstance(value.get("url"), str):
             raise InputFormatError(
                 f"{where}: items is a dict with {SHARD_MARKER!r} but not a shard from shard_input "
-                f"(unknown keys {sorted(unknown)}, url {value.get('url')!r})"
+                f"(unknown keys {sorted(unknown)}, url {display_url(str(value.get('url')))!r})"
             )
         source = cls(**{k: v for k, v in value.items() if k in known})
         return source.checked(where)
@@ -129,8 +137,8 @@ def _format_of(where: str, url: str) -> str:
     if not suffix:
         return "text"  # a folder of text files
     raise InputFormatError(
-        f"{where}: cannot tell the format of {url!r} from its name: use a .jsonl, .ndjson, .csv or "
-        ".parquet file (optionally .gz), a folder or glob of text files, or pass input_format="
+        f"{where}: cannot tell the format of {display_url(url)!r} from its name: use a .jsonl, .ndjson, "
+        ".csv or .parquet file (optionally .gz), a folder or glob of text files, or pass input_format="
     )
 
 
@@ -183,14 +191,16 @@ def _read_from_start(source: InputSource) -> Iterator[tuple[int, Any]]:
     if source.format == "text":
         names = text_files(source)
         if source.fingerprint is not None and _listing_print(names) != source.fingerprint:
-            raise InputFormatError(f"the files of {source.url} changed since they were sharded: shard again")
+            shown = display_url(source.url)
+            raise InputFormatError(f"the files of {shown} changed since they were sharded: shard again")
         for number, name in enumerate(names[source.start :], start=source.start + 1):
-            yield number, text_file_item(f"{path.protocol or 'file'}://{name}", path.fs.cat_file(name))
+            url = f"{path.protocol or 'file'}://{name}"
+            yield number, text_file_item(url, path.fs.cat_file(name))
         return
     if source.fingerprint is not None and (found := _fingerprint(path)) != source.fingerprint:
         raise InputFormatError(
-            f"{source.url} changed since it was sharded (was {source.fingerprint}, now {found}): "
-            "shard it again"
+            f"{display_url(source.url)} changed since it was sharded (was {source.fingerprint}, now "
+            f"{found}): shard it again"
         )
     with path.fs.open(path.path, "rb", compression="infer") as file:
         if source.format == "parquet":

@@ -47,8 +47,10 @@ class BatchStreams:
 
     def describe(self) -> str:
         items = f"{self.feed.total} item(s)" if self.source is None else self.source.describe()
+        from airflow_provider_qwen.batch.sources import display_url
+
         path = getattr(self.sink, "path", None)
-        return items if path is None else f"{items}, results to {path}"
+        return items if path is None else f"{items}, results to {display_url(str(path))}"
 
     async def open(self) -> None:
         from airflow_provider_qwen.batch.results_file import ResultsFile
@@ -93,6 +95,7 @@ def open_streams(
     results_order: str,
     map_index: int,
     structured: bool,
+    path_templated: bool = False,
 ) -> BatchStreams:
     """The feed and sink for rendered ``items`` and ``results_path`` (checked; nothing is read yet)."""
     from airflow_provider_qwen.batch.inputs import items_list
@@ -121,6 +124,15 @@ def open_streams(
     path = base
     if is_folder(results_path, base):
         path = base / (f"part-{map_index:05d}.{format}" if map_index >= 0 else f"results.{format}")
+    elif map_index >= 0 and not path_templated:
+        from airflow_provider_qwen.batch.sources import display_url
+        from airflow_provider_qwen.client.errors import InvalidRequestError
+
+        raise InvalidRequestError(
+            f"{where}: results_path={display_url(str(results_path))!r} names one file, but this task is "
+            "mapped: every map index would write it. Give a folder (a path ending in '/': each map index "
+            "writes part-<map_index> in it) or put {{ ti.map_index }} in the file name"
+        )
     sink = ResultsFile(path, format=format, order=results_order, first_index=first, structured=structured)
     return BatchStreams(feed, sink, source)
 

@@ -164,7 +164,8 @@ class QwenBatchOperator(QwenBaseOperator):
 
         check_arguments(self)
         self.validate_static_parameters()
-        if results_path is not None and not is_templated(str(results_path)):
+        self._results_path_templated = results_path is not None and is_templated(str(results_path))
+        if results_path is not None and not self._results_path_templated:
             from airflow_provider_qwen.batch.streams import results_asset
 
             self.outlets = [*self.outlets, results_asset(results_path)]
@@ -305,6 +306,7 @@ class QwenBatchOperator(QwenBaseOperator):
                 results_order=self.results_order,
                 map_index=task_ids(context)[3],
                 structured=self.spec is not None,
+                path_templated=self._results_path_templated,
             )
         except InvalidRequestError as exc:
             raise BatchArgumentError(str(exc)) from None

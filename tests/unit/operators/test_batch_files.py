@@ -174,3 +174,29 @@ def test_a_rendered_url_that_is_no_input_fails_once(mocker):
     with_async_client(mocker)
     with pytest.raises(BatchArgumentError, match="cannot tell the format"):
         run(batch(items="file:///data/{{ ds }}.xml"), BatchTI(), ds="2026-12-01")
+
+
+def test_a_mapped_task_may_not_write_one_shared_results_file(mocker, docs, tmp_path):
+    client = with_async_client(mocker)
+    shard = shard_input(f"file://{docs}", 2)[1]
+    with pytest.raises(BatchArgumentError, match="names one file, but this task is mapped"):
+        run(batch(items=shard, results_path=f"file://{tmp_path}/all.jsonl"), BatchTI(map_index=1))
+    assert client.requests == []
+    templated = batch(items=shard, results_path=f"file://{tmp_path}/part-{{{{ ti.map_index }}}}.jsonl")
+    manifest, _ = run(templated, BatchTI(map_index=1))
+    assert manifest["results_path"] == f"file://{tmp_path}/part-1.jsonl"
+
+
+def test_a_password_in_an_input_url_is_cut_where_it_is_shown_a_conn_id_is_kept():
+    from airflow_provider_qwen.batch.sources import display_url
+
+    assert display_url("https://user:hunter2@host/docs.jsonl") == "https://***@host/docs.jsonl"
+    assert display_url("s3://my_conn@bucket/docs.jsonl") == "s3://my_conn@bucket/docs.jsonl"
+    source = input_source_of("https://user:hunter2@host/docs.jsonl")
+    assert "hunter2" not in source.describe()
+
+
+def input_source_of(url: str):
+    from airflow_provider_qwen.batch.sources import input_source
+
+    return input_source("t", url)
