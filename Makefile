@@ -21,6 +21,7 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	./scripts/install-chromium.sh
+	./scripts/install-distributed.sh
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)
