@@ -26,6 +26,8 @@ import hashlib
 import json
 import logging
 import os
+import secrets
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -199,3 +201,19 @@ def open_journal(folder: ObjectStoragePath, writer: str) -> Journal:
     if journal.torn:
         log.warning("checkpoint: skipped %d torn record(s) in %s", journal.torn, journal.location)
     return journal
+
+
+def open_task_journal(
+    where: str, folder: Callable[[], ObjectStoragePath], try_number: int | None
+) -> Journal:
+    """``open_journal`` for one try of a task (its own writer name), or a clear error naming the fix."""
+    from airflow_provider_qwen.client.errors import InvalidRequestError
+
+    writer = f"try{try_number}-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        return open_journal(folder(), writer)
+    except OSError as exc:
+        raise InvalidRequestError(
+            f"{where}: cannot keep checkpoints under [qwen] storage_base ({exc}); point "
+            "AIRFLOW__QWEN__STORAGE_BASE at a writable folder or bucket, or pass checkpoint=False"
+        ) from exc

@@ -9,7 +9,6 @@ worker, shard the items with ``.expand(items=...)`` and cap the total with an Ai
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from functools import cached_property
@@ -67,8 +66,7 @@ class QwenBatchOperator(QwenBaseOperator):
         for a part of a long item) plus the task context. It is not rendered by Airflow before ``execute``.
     :param output_model: a pydantic model (or ``output_schema``, a JSON schema dict): each result
         is a validated value from a forced tool call, repaired up to ``max_repairs`` times.
-    :param max_concurrency: requests in flight at most (halved on 429, regained on success); the
-        batch's own client gets connections for all of them.
+    :param max_concurrency: requests in flight at most; below it, the limits learned from 429s.
     :param requests_per_minute: optional cap on request starts.
     :param max_rate_limit_retries: 429s one request may meet before its item fails. A 429 whose
         Retry-After is over 120 s is not waited for: its item fails and no new item starts.
@@ -89,8 +87,9 @@ class QwenBatchOperator(QwenBaseOperator):
     :param fail_on_truncation: fail an item whose answer was cut at the token limit.
     :param progress_interval: seconds between progress lines in the task log.
 
-    Returns the results aligned with ``items`` (None for an item that failed); pushes ``qwen_batch``
-    (counts, errors, reused checkpoint work) and ``qwen_cost`` (every request, exactly). See docs/batch.md.
+    Returns the results aligned with ``items`` (None for an item that failed), or with
+    ``results_path`` the manifest; pushes ``qwen_batch`` (counts, errors, limits learned) and
+    ``qwen_cost`` (every request, exactly). See docs/batch.md.
     """
 
     template_fields: Sequence[str] = (
@@ -313,19 +312,11 @@ class QwenBatchOperator(QwenBaseOperator):
 
     def _journal(self, context: Context) -> Journal:
         """The checkpoint journal of this task instance, under ``[qwen] storage_base``."""
-        from airflow_provider_qwen.batch.checkpoint import open_journal
-        from airflow_provider_qwen.client.errors import InvalidRequestError
+        from airflow_provider_qwen.batch.checkpoint import open_task_journal
         from airflow_provider_qwen.storage import task_folder
 
         try_number = getattr(context["ti"], "try_number", None)
-        writer = f"try{try_number}-{os.getpid()}-{secrets.token_hex(4)}"
-        try:
-            journal = open_journal(task_folder(context) / CHECKPOINT_DIR, writer)
-        except OSError as exc:
-            raise InvalidRequestError(
-                f"{self._where}: cannot keep checkpoints under [qwen] storage_base ({exc}); point "
-                "AIRFLOW__QWEN__STORAGE_BASE at a writable folder or bucket, or pass checkpoint=False"
-            ) from exc
+        journal = open_task_journal(self._where, lambda: task_folder(context) / CHECKPOINT_DIR, try_number)
         self.log.info(
             "batch checkpoint: %s (%d finished record(s) from earlier tries, not sent again)",
             journal.location,
