@@ -69,8 +69,11 @@ class BatchStreams:
             return None
         return await self.sink.close()
 
-    def returned(self, report: BatchReport, written: dict[str, Any] | None, usd_spent: str) -> Any:
-        """The task's return value: the results list, or the manifest of the results file."""
+    def returned(
+        self, report: BatchReport, written: dict[str, Any] | None, usd_spent: str, usd_this_try: str
+    ) -> Any:
+        """The task's return value: the results list, or the manifest of the results file (with the
+        task instance's spend over every try, as ``qwen_cost`` has it, and this try's)."""
         if written is None:
             assert isinstance(self.sink, GrowingResults)
             return self.sink.results
@@ -82,6 +85,7 @@ class BatchStreams:
             "failed": report.failed,
             "unstarted": report.unstarted,
             "usd_spent": usd_spent,
+            "usd_spent_this_try": usd_this_try,
         }
 
 

@@ -281,7 +281,8 @@ class QwenBatchOperator(QwenBaseOperator):
             report, written = run_coroutine(lambda: self._arun(plan, journal, outputs, calls, streams))
         finally:
             journal.close()
-        returned = streams.returned(report, written, usd_text(calls.cost.spent_usd))
+        every_try = usd_text(calls.cost.record().usd_spent)
+        returned = streams.returned(report, written, every_try, usd_text(calls.cost.spent_usd))
         if written is not None:
             self.log.info("batch results: %s (%d rows)", written["results_path"], written["rows"])
         self._finish(context, report, calls, outputs)

@@ -58,6 +58,7 @@ def test_a_jsonl_input_to_a_results_file_returns_a_manifest_not_the_results(mock
         "failed": 0,
         "unstarted": 0,
         "usd_spent": usd_text(40 * USD),
+        "usd_spent_this_try": usd_text(40 * USD),
     }
     assert [row["result"] for row in rows(out)] == [f"summary of: Summarise: doc {i}" for i in range(40)]
     assert len(client.requests) == 40
@@ -88,6 +89,7 @@ def test_a_retry_rewrites_the_results_file_from_the_checkpoint_sending_only_what
     manifest, _ = run(batch(items=f"file://{docs}", results_path=f"file://{out}"), BatchTI(try_number=2))
     assert sorted(user_text(r) for r in client.requests) == ["Summarise: doc 21", "Summarise: doc 7"]
     assert manifest["succeeded"] == 40
+    assert (manifest["usd_spent"], manifest["usd_spent_this_try"]) == (usd_text(40 * USD), usd_text(2 * USD))
     assert sorted(row["index"] for row in rows(out)) == list(range(40))
 
 
