@@ -203,9 +203,7 @@ def open_journal(folder: ObjectStoragePath, writer: str) -> Journal:
     return journal
 
 
-def open_task_journal(
-    where: str, folder: Callable[[], ObjectStoragePath], try_number: int | None
-) -> Journal:
+def open_task_journal(where: str, folder: Callable[[], ObjectStoragePath], try_number: int | None) -> Journal:
     """``open_journal`` for one try of a task (its own writer name), or a clear error naming the fix."""
     from airflow_provider_qwen.client.errors import InvalidRequestError
 
