@@ -123,13 +123,32 @@ class Services:
     folders: list[Path] = field(default_factory=list)
 
 
+PG_PREFIX = "qwen-e2e-postgres-"
+
+
+def _remove_stale_postgres_folders(older_than_s: float = 3600) -> None:
+    """Data folders a test process killed outright (no teardown) left behind: old, and no live
+    postmaster in them (a run going on beside this one keeps its own)."""
+    import psutil
+
+    for folder in Path(tempfile.gettempdir()).glob(f"{PG_PREFIX}*"):
+        with contextlib.suppress(OSError, ValueError):
+            if time.time() - folder.stat().st_mtime < older_than_s:
+                continue
+            pid_file = folder / "data" / "postmaster.pid"
+            if pid_file.exists() and psutil.pid_exists(int(pid_file.read_text().split()[0])):
+                continue
+            shutil.rmtree(folder)
+
+
 @contextlib.contextmanager
 def services(logs: Path) -> Iterator[Services]:
     """PostgreSQL and Redis on free loopback ports; stopped (and their data removed) on exit."""
     started = Services()
     try:
         # PostgreSQL's own user must reach its data folder: not under pytest's 0700 root folder
-        pg_root = Path(tempfile.mkdtemp(prefix="qwen-e2e-postgres-"))
+        _remove_stale_postgres_folders()
+        pg_root = Path(tempfile.mkdtemp(prefix=PG_PREFIX))
         started.folders.append(pg_root)
         as_postgres = _as_postgres_user()
         if as_postgres:
@@ -175,12 +194,15 @@ def services(logs: Path) -> Iterator[Services]:
             die_with_parent=not as_postgres,  # as_postgres sets it itself, after the user change
         )
         started.processes.append(postgres)
+        redis_server = shutil.which("redis-server")
+        if redis_server is None:
+            pytest.fail("redis-server is not installed: run scripts/install-distributed.sh")
         redis_port = free_port()
-        redis_dir = Path(tempfile.mkdtemp(prefix="qwen-e2e-redis-"))
-        started.folders.append(redis_dir)
+        redis_dir = logs.parent / "redis"
+        redis_dir.mkdir()
         redis = _popen(
             [
-                shutil.which("redis-server") or "redis-server",
+                redis_server,
                 "--port",
                 str(redis_port),
                 "--bind",
