@@ -12,6 +12,8 @@ each on a new client (new connections), as a task would run. Printed next to it:
 - the operator with an in-process stand-in client that only sleeps ``latency`` (the batch
   engine's own overhead: rendering, requests, limiter, checkpoints, cost);
 - a subset sent one by one through ``QwenHook.chat``, extrapolated (labelled as such);
+- the CPU time (user + sys, ``time.process_time``) per item of each of these batches: robust when
+  other processes load the machine, unlike the wall-clock ratios;
 - the peak RSS of a 10,000-item batch, in a fresh subprocess (``resource.getrusage``) against a
   low-latency emulator.
 
@@ -110,18 +112,26 @@ def batch_operator(items: int, concurrency: int, operator_class: Any = None) -> 
 
 def run_batch(items: int, concurrency: int, run_id: str, operator_class: Any = None) -> tuple[float, dict]:
     """One execution (task log captured, not printed); returns (seconds, qwen_batch)."""
+    elapsed, _, report = timed_batch(items, concurrency, run_id, operator_class)
+    return elapsed, report
+
+
+def timed_batch(
+    items: int, concurrency: int, run_id: str, operator_class: Any = None
+) -> tuple[float, float, dict]:
+    """One execution; returns (seconds, CPU seconds of this process, qwen_batch)."""
     op = batch_operator(items, concurrency, operator_class)
     ti = BenchTI(run_id)
     context = {"ti": ti, "task_instance": ti, "params": {}, "run_id": run_id}
     log = io.StringIO()
     with contextlib.redirect_stdout(log):
         op.render_template_fields(context)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         results = op.execute(context)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     if len(results) != items or not all(results):
         raise RuntimeError(f"not every item has a result; task log:\n{log.getvalue()[-3000:]}")
-    return elapsed, ti.pushed["qwen_batch"]
+    return elapsed, cpu, ti.pushed["qwen_batch"]
 
 
 def endpoint(conn: str) -> tuple[str, dict[str, str]]:
@@ -137,8 +147,9 @@ def request_body(i: int) -> bytes:
     return json.dumps(request).encode()
 
 
-async def drive(post: Callable[[int], Awaitable[None]], items: int, concurrency: int) -> float:
-    """Seconds for ``post(i)`` over every item, ``concurrency`` at a time (after one warm-up round)."""
+async def drive(post: Callable[[int], Awaitable[None]], items: int, concurrency: int) -> tuple[float, float]:
+    """Seconds and CPU seconds for ``post(i)`` over every item, ``concurrency`` at a time (after one
+    warm-up round)."""
     gate = asyncio.Semaphore(concurrency)
 
     async def one(i: int) -> None:
@@ -146,18 +157,18 @@ async def drive(post: Callable[[int], Awaitable[None]], items: int, concurrency:
             await post(i)
 
     await asyncio.gather(*(one(i) for i in range(concurrency)))  # open the connections
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     await asyncio.gather(*(one(i) for i in range(items)))
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu_started
 
 
-def bare_httpx(items: int, concurrency: int, conn: str) -> float:
+def bare_httpx(items: int, concurrency: int, conn: str) -> tuple[float, float]:
     """Seconds for the same requests through one bare httpx.AsyncClient (no operator, no models)."""
     import httpx
 
     url, headers = endpoint(conn)
 
-    async def main() -> float:
+    async def main() -> tuple[float, float]:
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
         async with httpx.AsyncClient(limits=limits, timeout=60) as client:
 
@@ -169,13 +180,13 @@ def bare_httpx(items: int, concurrency: int, conn: str) -> float:
     return asyncio.run(main())
 
 
-def bare_aiohttp(items: int, concurrency: int, conn: str) -> float:
+def bare_aiohttp(items: int, concurrency: int, conn: str) -> tuple[float, float]:
     """Seconds for the same requests through a bare aiohttp session: the floor of our HTTP stack."""
     import aiohttp
 
     url, headers = endpoint(conn)
 
-    async def main() -> float:
+    async def main() -> tuple[float, float]:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as session:
 
             async def post(i: int) -> None:
@@ -274,12 +285,17 @@ def main() -> None:
     with emulator(args.latency) as conn:
         os.environ["AIRFLOW_CONN_QWEN_DEFAULT"] = conn
         run_batch(args.concurrency, args.concurrency, "warm-up")  # imports, connections, first parse
-        runs = [run_batch(args.items, args.concurrency, f"measured-{n}") for n in range(max(1, args.repeat))]
-        measured, report = sorted(runs, key=lambda run: run[0])[len(runs) // 2]
-        floor = bare_aiohttp(args.items, args.concurrency, conn)
-        httpx_only = bare_httpx(args.items, args.concurrency, conn)
+        runs = [
+            timed_batch(args.items, args.concurrency, f"measured-{n}") for n in range(max(1, args.repeat))
+        ]
+        measured, _, report = sorted(runs, key=lambda run: run[0])[len(runs) // 2]
+        measured_cpu = sorted(run[1] for run in runs)[len(runs) // 2]
+        floor, floor_cpu = bare_aiohttp(args.items, args.concurrency, conn)
+        httpx_only, httpx_cpu = bare_httpx(args.items, args.concurrency, conn)
         seq_subset = sequential(args.sequential)
-    engine, _ = run_batch(args.items, args.concurrency, "stand-in", stand_in_operator(args.latency))
+    engine, engine_cpu, _ = timed_batch(
+        args.items, args.concurrency, "stand-in", stand_in_operator(args.latency)
+    )
     seq_total = seq_subset / args.sequential * args.items
 
     with emulator(args.rss_latency) as conn:
@@ -314,6 +330,12 @@ def main() -> None:
     print(f"  bare aiohttp, same requests    {ratio(floor)}   our HTTP stack's floor here (warm connections)")
     print(f"  bare httpx, same requests      {ratio(httpx_only)}   one shared httpx.AsyncClient")
     print(f"  operator, stand-in client      {ratio(engine)}   no HTTP: the batch engine's own overhead")
+    per_item = 1000 / args.items
+    print(
+        f"  CPU per item (user+sys)        operator {measured_cpu * per_item:.3f} ms (median), bare aiohttp "
+        f"{floor_cpu * per_item:.3f} ms, bare httpx {httpx_cpu * per_item:.3f} ms, stand-in client "
+        f"{engine_cpu * per_item:.3f} ms"
+    )
     print(
         f"  sequential hook.chat           {seq_total:7.1f} s  extrapolated from {args.sequential} items in "
         f"{seq_subset:.2f} s ({per_request:.0f} ms per request): {seq_total / measured:.0f}x the batch"
