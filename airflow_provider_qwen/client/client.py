@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -27,6 +27,9 @@ from airflow_provider_qwen.client.request import ChatRequest
 from airflow_provider_qwen.client.retry import RetryPolicy
 from airflow_provider_qwen.client.streaming import AsyncChatStream, ChatStream
 from airflow_provider_qwen.client.window import check_window, may_pass_window
+
+if TYPE_CHECKING:
+    from airflow_provider_qwen.client.hot_path import ChatPoster
 
 __all__ = ["AsyncChatStream", "AsyncQwenClient", "ChatStream", "QwenClient"]
 
@@ -220,7 +223,9 @@ class AsyncQwenClient(BaseClient):
             retry=retry,
         )
         self._owns_http = http_client is None
+        self._poster: ChatPoster | None = None  # the chat POSTs, on a client we made (see hot_path)
         if http_client is None:
+            from airflow_provider_qwen.client.hot_path import ChatPoster
             from airflow_provider_qwen.client.transport import AiohttpTransport
 
             http_client = httpx.AsyncClient(
@@ -230,6 +235,7 @@ class AsyncQwenClient(BaseClient):
                 trust_env=False,  # the transport reads the proxy settings from the environment
             )
             self._send_headers(own_client=True)
+            self._poster = ChatPoster(http_client)
         self._http = http_client
 
     async def chat(
@@ -332,12 +338,17 @@ class AsyncQwenClient(BaseClient):
         """One logical call: tries until a 2xx answer, a final error, or retries run out (see QwenClient)."""
         retries_taken = 0
         http = self._http
+        chat_post = method == "POST" and not stream and kwargs.keys() == {"content", "headers"}
+        poster = self._poster if chat_post else None
         while True:
             response: httpx.Response | None = None
             failure: httpx.TransportError | None = None
             try:
-                request = http.build_request(method, url, timeout=self._timeout, **kwargs)
-                response = await http.send(request, stream=stream)
+                if poster is not None:
+                    response = await poster.post(url, rid, timeout=self._timeout, **kwargs)
+                else:
+                    request = http.build_request(method, url, timeout=self._timeout, **kwargs)
+                    response = await http.send(request, stream=stream)
                 if response.is_success:
                     return response
                 if stream:

@@ -24,6 +24,11 @@ environment and ``~/.netrc`` on every request (0.35 ms of CPU each).
 Where aiohttp has no timeout of httpx's, the transport adds it: a name lookup is bounded by the
 connect timeout (aiohttp bounds it by the pool timeout only), and sending a request is bounded by
 pool + write + read (aiohttp has no write timeout; a server that never reads would hang it).
+
+Per request, what depends only on the URL (aiohttp's parsed URL, the origin's proxy) or on the
+timeouts (aiohttp's timeout object, the sending deadline) is looked up, not rebuilt. A request
+with the ``READ_BODY`` extension (a client that reads every answer whole) gets its answer read
+here, to the end, and returned loaded: the bytes as they arrived, decoded by httpx as usual.
 """
 
 from __future__ import annotations
@@ -49,6 +54,9 @@ PROXY_SCHEMES = ("http", "https")  # what aiohttp can speak to a proxy (no SOCKS
 # the server cannot have received a whole request, so nothing was generated or charged.
 _BODY_NOT_WRITTEN = "Can not write request body"
 _LOOKUP_TIMEOUT: ContextVar[float | None] = ContextVar("qwen_lookup_timeout", default=None)
+# A request extension: read the answer's body whole before returning (the client would read it at once).
+READ_BODY = "airflow_provider_qwen.read_body"
+_CACHE_SIZE = 64  # URLs and timeouts remembered per transport (a client uses a handful)
 
 
 @functools.cache
@@ -85,6 +93,13 @@ def translate(exc: BaseException, request: httpx.Request) -> httpx.TransportErro
     else:
         error_class = httpx.ReadError
     return error_class(detail, request=request)
+
+
+def aiohttp_headers(headers: httpx.Headers) -> list[tuple[str, str]]:
+    """``headers.multi_items()`` (names lower-cased, values decoded in the headers' encoding), what
+    aiohttp is given to send, without ``multi_items``' lookup of the encoding for every item."""
+    encoding = headers.encoding
+    return [(key.lower().decode(encoding), value.decode(encoding)) for key, value in headers.raw]
 
 
 def env_proxy(url: httpx.URL) -> str | None:
@@ -127,6 +142,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._proxies: dict[tuple[str, str, int | None], str | None] = {}
+        self._targets: dict[str, tuple[URL, tuple[str, str, int | None]]] = {}
+        self._timeouts: dict[tuple[float | None, ...], tuple[aiohttp.ClientTimeout, float | None]] = {}
+        self._versions: dict[Any, bytes] = {}
 
     def _open_session(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
@@ -151,24 +169,21 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             body: Any = request.content or None
         except httpx.RequestNotRead:  # a streamed upload: aiohttp reads the async iterator
             body = request.stream
-        proxy = self._proxy_for(request)
+        url, origin = self._target(request.url)
+        proxy = self._proxy_for(request, origin)
+        client_timeout, deadline = self._timeouts_for(timeout)
         lookup_timeout = _LOOKUP_TIMEOUT.set(timeout.get("connect"))
         failure: httpx.TransportError | None = None
         try:
-            async with asyncio.timeout(_sending_deadline(timeout)):
+            async with asyncio.timeout(deadline):
                 response = await session.request(
                     request.method,
-                    URL(str(request.url), encoded=True),
-                    headers=request.headers.multi_items(),
+                    url,
+                    headers=aiohttp_headers(request.headers),
                     data=body,
                     allow_redirects=False,
                     proxy=proxy,
-                    timeout=aiohttp.ClientTimeout(
-                        total=None,
-                        connect=timeout.get("pool"),  # a free connection, connecting included
-                        sock_connect=timeout.get("connect"),
-                        sock_read=timeout.get("read"),
-                    ),
+                    timeout=client_timeout,
                 )
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             failure = translate(exc, request)
@@ -176,17 +191,26 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             _LOOKUP_TIMEOUT.reset(lookup_timeout)
         if failure is not None:
             raise failure  # outside the except block: no aiohttp cause or context is kept
-        return httpx.Response(
+        stream: httpx.AsyncByteStream
+        if request.extensions.get(READ_BODY):
+            # after the sending deadline, as httpx reads a body: bounded per read by the read timeout
+            stream = httpx.ByteStream(await _read_whole(response, request))
+        else:
+            stream = _ResponseBody(response, request)
+        answer = httpx.Response(
             response.status,
             headers=response.raw_headers,
-            stream=_ResponseBody(response, request),
+            stream=stream,
             extensions={
-                "http_version": f"HTTP/{response.version.major}.{response.version.minor}".encode()
-                if response.version
-                else b"HTTP/1.1",
+                "http_version": self._version(response.version),
                 "reason_phrase": (response.reason or "").encode(),
             },
         )
+        if all(key.isascii() and value.isascii() for key, value in response.raw_headers):
+            answer.headers.encoding = "ascii"  # what httpx would find, without decoding every header
+        if request.extensions.get(READ_BODY):
+            answer.read()  # the bytes are here: decoded (Content-Encoding) by httpx, without awaiting
+        return answer
 
     def _session_for(self, loop: asyncio.AbstractEventLoop) -> aiohttp.ClientSession:
         if self._session is None:
@@ -198,9 +222,45 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             )
         return self._session
 
-    def _proxy_for(self, request: httpx.Request) -> str | None:
+    def _target(self, url: httpx.URL) -> tuple[URL, tuple[str, str, int | None]]:
+        """aiohttp's URL for ``url`` and its origin, remembered by the URL's text."""
+        text = str(url)
+        target = self._targets.get(text)
+        if target is None:
+            if len(self._targets) >= _CACHE_SIZE:
+                self._targets.clear()
+            target = self._targets[text] = (URL(text, encoded=True), (url.scheme, url.host, url.port))
+        return target
+
+    def _timeouts_for(self, timeout: dict[str, float | None]) -> tuple[aiohttp.ClientTimeout, float | None]:
+        """aiohttp's timeouts for httpx's ``timeout`` extension, and the sending deadline."""
+        key = (timeout.get("pool"), timeout.get("connect"), timeout.get("read"), timeout.get("write"))
+        found = self._timeouts.get(key)
+        if found is None:
+            if len(self._timeouts) >= _CACHE_SIZE:
+                self._timeouts.clear()
+            found = self._timeouts[key] = (
+                aiohttp.ClientTimeout(
+                    total=None,
+                    connect=timeout.get("pool"),  # a free connection, connecting included
+                    sock_connect=timeout.get("connect"),
+                    sock_read=timeout.get("read"),
+                ),
+                _sending_deadline(timeout),
+            )
+        return found
+
+    def _version(self, version: Any) -> bytes:
+        """httpx's ``http_version`` extension for aiohttp's version of an answer."""
+        found = self._versions.get(version)
+        if found is None:
+            found = f"HTTP/{version.major}.{version.minor}".encode() if version else b"HTTP/1.1"
+            if len(self._versions) < _CACHE_SIZE:
+                self._versions[version] = found
+        return found
+
+    def _proxy_for(self, request: httpx.Request, origin: tuple[str, str, int | None]) -> str | None:
         """The environment's proxy for the request's origin, looked up once per origin."""
-        origin = (request.url.scheme, request.url.host, request.url.port)
         if origin not in self._proxies:
             self._proxies[origin] = env_proxy(request.url)
         proxy = self._proxies[origin]
@@ -223,6 +283,24 @@ def _sending_deadline(timeout: dict[str, float | None]) -> float | None:
     """The longest a request may take to get its answer's head: pool + write + read (None: no bound)."""
     phases = [timeout.get("pool"), timeout.get("write"), timeout.get("read")]
     return None if any(p is None for p in phases) else sum(p for p in phases if p is not None)
+
+
+async def _read_whole(response: aiohttp.ClientResponse, request: httpx.Request) -> bytes:
+    """The whole body of ``response``, its connection given back for reuse; a failure is translated
+    (after the request was sent: possibly charged) and closes the connection, as ``_ResponseBody``."""
+    failure: httpx.TransportError | None = None
+    try:
+        content = await response.read()
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        failure = translate(exc, request)
+    except BaseException:  # cancelled: the connection is dropped (aiohttp closes it), as httpx would
+        response.close()
+        raise
+    if failure is not None:
+        response.close()
+        raise failure  # outside the except block: no aiohttp cause or context is kept
+    response.release()
+    return content
 
 
 class _ResponseBody(httpx.AsyncByteStream):
