@@ -12,6 +12,7 @@ come from the checkpoint, not from the service).
 from __future__ import annotations
 
 import asyncio
+import glob
 import json
 import os
 import secrets
@@ -67,7 +68,10 @@ class ResultsFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         local = local_path(self.path)
         if local is not None:
-            self._temp = f"{os.path.dirname(local)}/.{os.path.basename(local)}.{secrets.token_hex(4)}.partial"
+            folder, name = os.path.dirname(local), os.path.basename(local)
+            for stale in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.*.partial")):
+                os.remove(stale)  # left by a try that was killed while writing (one try runs at a time)
+            self._temp = f"{folder}/.{name}.{secrets.token_hex(4)}.partial"
             self._file = open(self._temp, "wb")  # noqa: SIM115 (closed in close/abort)
         else:
             self._file = self.path.fs.open(self.path.path, "wb")

@@ -183,7 +183,4 @@ def results_asset(results_path: str | os.PathLike[str]) -> Asset:
     from airflow.sdk import Asset
 
     base = results_base(results_path)
-    uri = f"{base.protocol or 'file'}://{base.path}"
-    if isinstance(results_path, str) and results_path.endswith("/") and not uri.endswith("/"):
-        uri += "/"
-    return Asset(uri)
+    return Asset(f"{base.protocol or 'file'}://{base.path}")

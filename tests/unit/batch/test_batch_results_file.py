@@ -103,3 +103,13 @@ def test_abort_leaves_nothing_behind(tmp_path):
 
     asyncio.run(go())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_partial_file_left_by_a_killed_try_is_removed_by_the_next(tmp_path):
+    target = tmp_path / "results.jsonl"
+    stale = tmp_path / ".results.jsonl.dead1234.partial"
+    stale.write_text('{"index": 0}\n')
+    other = tmp_path / ".other.jsonl.dead1234.partial"  # another file's: not ours to remove
+    other.write_text("")
+    asyncio.run(write(ResultsFile(ObjectStoragePath(f"file://{target}")), [0, 1]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.jsonl.dead1234.partial", "results.jsonl"]
