@@ -8,7 +8,9 @@ model's window), random refusal (429 with probability ``random_429``: a flaky ga
 the limits, so it counts against none of them), concurrency limit, requests- and tokens-per-window
 limits (429, the same message for all, with no ``Retry-After`` unless ``concurrency_retry_after``
 is set for the concurrency one or ``rate_retry_after`` for the rate ones), balance (403); then it
-takes its fault and is answered (``replies.py``).
+takes its fault and is answered (``replies.py``). A request holds its place under the concurrency
+cap while it is generated: until its answer is ready (the latency has passed), a stream until its
+last chunk is sent, so no client ever holds an answer whose place the server still counts.
 
 Charges: one per answer the service finished generating, recorded when the answer is made, so a
 stream cut by a ``cut_stream`` fault or a client that timed out is charged (the service bills
@@ -158,7 +160,7 @@ async def chat_completions(request: Request) -> Any:
         return fail(400, too_long)
     if state.refusals.refuse():
         return fail(429, _MESSAGES[429])
-    if state.max_concurrency is not None and state.in_flight >= state.max_concurrency:
+    if state.max_concurrency is not None and state.generating >= state.max_concurrency:
         wait = state.concurrency_retry_after
         return fail(429, _MESSAGES[429], None if wait is None else {"retry-after": f"{wait:g}"})
     if not state.rates.admit(counted, rpm=state.rpm, tpm=state.tpm):
@@ -188,10 +190,29 @@ async def chat_completions(request: Request) -> Any:
         if decided.charge is not None:
             state.charge(decided.charge)
         handed_over = True
-        return finish(decided.response, decided.charge)
+        response = finish(decided.response, decided.charge)
+        if entry.stream:
+            return _ThenCall(response, state.generated)  # a stream is generated until its last chunk
+        state.generated()  # the answer is ready: its place under the cap is free before it is sent
+        return response
     finally:
         if not handed_over:
             state.leave()
+            state.generated()
+
+
+class _ThenCall:
+    """An ASGI response that calls ``done`` once it has been sent (or failed to be)."""
+
+    def __init__(self, response: Any, done: Any) -> None:
+        self.response, self.done = response, done
+        self.status_code = getattr(response, "status_code", None)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await self.response(scope, receive, send)
+        finally:
+            self.done()
 
 
 async def _side_fault(request: Request, state: EmulatorState, entry: LoggedRequest) -> Any:

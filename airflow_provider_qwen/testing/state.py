@@ -148,7 +148,8 @@ class EmulatorState:
         self._log: list[ChargeRecord] = []
         self._faults: deque[Fault] = deque()
         self._spent = Decimal(0)
-        self.in_flight = 0
+        self.in_flight = 0  # chat completions between admission and their last byte
+        self.generating = 0  # of them, those still generated (what the concurrency cap counts)
         self.peak_in_flight = 0
 
     def reset(self) -> None:
@@ -243,7 +244,13 @@ class EmulatorState:
     def enter(self) -> None:
         with self._lock:
             self.in_flight += 1
+            self.generating += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+
+    def generated(self) -> None:
+        """A request's answer is ready: it no longer counts against the concurrency cap."""
+        with self._lock:
+            self.generating -= 1
 
     def leave(self) -> None:
         with self._lock:

@@ -180,3 +180,39 @@ def test_cli_flags_random_429_window_and_rate_retry_after(cli):
     assert 0 < float(limited.headers["retry-after"]) <= 0.4
     time.sleep(0.45)
     assert statuses(windowed, 1) == [200]
+
+
+def test_a_client_that_keeps_to_the_cap_never_meets_a_429():
+    """A request's place under the cap is free once its answer is ready, before the client has it:
+    a semaphore of the cap (the next request sent the moment an answer arrived) is never refused."""
+
+    async def keep_to(emulator: QwenEmulator, cap: int, count: int) -> list[int]:
+        gate = asyncio.Semaphore(cap)
+        limits = httpx.Limits(max_connections=cap, max_keepalive_connections=cap)
+        async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+            url = f"{emulator.base_url}/chat/completions"
+
+            async def one() -> int:
+                async with gate:
+                    return (await client.post(url, json=BODY, headers=HEADERS)).status_code
+
+            return await asyncio.gather(*(one() for _ in range(count)))
+
+    with QwenEmulator(max_concurrency=4, latency=0.02) as emulator:
+        assert asyncio.run(keep_to(emulator, 4, 400)) == [200] * 400
+        assert emulator.peak_in_flight <= 5  # one may still be sending its last bytes
+
+
+def test_a_stream_keeps_its_place_under_the_cap_until_its_last_chunk():
+    with QwenEmulator(max_concurrency=1) as emulator:
+        headers = {**HEADERS, "X-Emulator-Fault": "latency;chunk_delay=0.1"}
+        body = dict(BODY, stream=True)
+        url = f"{emulator.base_url}/chat/completions"
+        with httpx.stream("POST", url, json=body, headers=headers, timeout=30) as stream:
+            assert stream.status_code == 200
+            lines = stream.iter_lines()
+            next(lines)  # the stream is under way
+            assert post(emulator).status_code == 429  # its place is still taken
+            for _ in lines:
+                pass
+        assert post(emulator).status_code == 200
