@@ -1,4 +1,8 @@
-"""AdaptiveLimiter: bounded concurrency, AIMD on 429, Retry-After pauses, requests-per-minute pacing."""
+"""AdaptiveLimiter, request by request: what each 429 is taken for and what it changes.
+
+A fake clock moves only when the limiter sleeps (waits are recorded, not spent). Whole batches
+against a scripted server are in test_limits_batch.py.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +33,14 @@ def limiter(max_concurrency: int = 8, **kwargs) -> tuple[AdaptiveLimiter, FakeTi
     return AdaptiveLimiter(max_concurrency, clock=time.clock, sleep=time.sleep, **kwargs), time
 
 
+async def answered(gate: AdaptiveLimiter, time: FakeTime, count: int, latency: float = 0.1) -> None:
+    """``count`` requests in flight together, then all answered after ``latency``."""
+    tickets = [await gate.acquire() for _ in range(count)]
+    time.now += latency
+    for ticket in tickets:
+        gate.succeeded(ticket, 50, 10)
+
+
 def test_in_flight_never_passes_the_limit():
     async def main():
         gate = AdaptiveLimiter(3)
@@ -38,7 +50,7 @@ def test_in_flight_never_passes_the_limit():
             ticket = await gate.acquire()
             seen.append(gate.in_flight)
             await asyncio.sleep(0.001)
-            await gate.succeeded(ticket)
+            gate.succeeded(ticket)
 
         await asyncio.gather(*(request() for _ in range(20)))
         return gate, seen
@@ -49,83 +61,108 @@ def test_in_flight_never_passes_the_limit():
     assert gate.in_flight == 0
 
 
-def test_a_burst_of_429s_halves_the_limit_once_per_round_trip():
+def test_a_burst_above_a_cap_is_held_at_the_cap_not_halved():
     async def main():
-        gate, _ = limiter(16)
-        tickets = [await gate.acquire() for _ in range(16)]
-        for ticket in tickets:  # all sixteen were in flight together when the server said no
-            await gate.rate_limited_by_server(ticket, None)
-        first_cut = gate.limit
-        ticket = await gate.acquire()  # started after the cut: its 429 cuts again
-        await gate.rate_limited_by_server(ticket, None)
-        return first_cut, gate
+        gate, time = limiter(24)
+        tickets = [await gate.acquire() for _ in range(24)]  # all sent at once
+        waits = [gate.rate_limited_by_server(ticket) for ticket in tickets[16:]]  # 8 refused at once
+        time.now += 0.1
+        for ticket in tickets[:16]:
+            gate.succeeded(ticket)
+        for _ in range(5):  # five rounds at the cap
+            await answered(gate, time, 16)
+        return gate, waits
 
-    first_cut, gate = asyncio.run(main())
-    assert first_cut == 8
+    gate, waits = asyncio.run(main())
+    assert waits == [0.0] * 8  # a concurrency 429 waits for a slot, not for a backoff
+    assert gate.limit == 16  # AIMD: 12, then back by one per round
+    assert gate.lowest_limit == 16
+    assert gate.counts["concurrency"] == 8
+    assert gate.report()["concurrency_cap"] == 16
+
+
+def test_a_random_429_amid_successes_changes_nothing_and_is_retried_at_once():
+    async def main():
+        gate, time = limiter(8)
+        await answered(gate, time, 8)
+        tickets = [await gate.acquire() for _ in range(8)]
+        wait = gate.rate_limited_by_server(tickets[3])  # one of eight, at a level that just passed
+        time.now += 0.1
+        for ticket in tickets[:3] + tickets[4:]:
+            gate.succeeded(ticket)
+        return gate, wait
+
+    gate, wait = asyncio.run(main())
+    assert wait == 0.0
+    assert (gate.limit, gate.lowest_limit) == (8, 8)
+    assert gate.counts["random"] == 1
+    assert gate.report()["concurrency_cap"] is None
+
+
+def test_a_429_when_nothing_has_answered_asks_for_a_backoff():
+    async def main():
+        gate, _ = limiter(4)
+        return gate, gate.rate_limited_by_server(await gate.acquire())
+
+    gate, wait = asyncio.run(main())
+    assert wait is None  # the sender backs off as the OpenAI client does
+    assert gate.counts["unknown"] == 1
     assert gate.limit == 4
-    assert gate.lowest_limit == 4
-    assert gate.rate_limited == 17
 
 
-def test_successes_raise_the_limit_by_one_per_round_back_to_the_maximum():
-    async def main():
-        gate, _ = limiter(8)
-        await gate.rate_limited_by_server(await gate.acquire(), None)
-        await gate.rate_limited_by_server(await gate.acquire(), None)
-        low = gate.limit
-        history = []
-        for _ in range(60):
-            await gate.succeeded(await gate.acquire())
-            history.append(gate.limit)
-        return low, history
-
-    low, history = asyncio.run(main())
-    assert low == 2
-    assert history[0] == 2  # not yet: two successes needed at limit 2
-    assert history[1] == 3
-    assert history[1 + 3] == 4  # then three more at limit 3
-    assert history[-1] == 8  # never above the maximum
-
-
-def test_the_limit_never_drops_below_one():
-    async def main():
-        gate, _ = limiter(2)
-        for _ in range(5):
-            await gate.rate_limited_by_server(await gate.acquire(), None)
-        return gate.limit
-
-    assert asyncio.run(main()) == 1
-
-
-def test_retry_after_pauses_every_new_request():
+def test_a_retry_after_delays_only_its_own_request():
     async def main():
         gate, time = limiter(4)
-        await gate.rate_limited_by_server(await gate.acquire(), 2.5)
-        assert gate.paused_for == 2.5
-        await gate.acquire()
-        return time
+        await answered(gate, time, 4)
+        wait = gate.rate_limited_by_server(await gate.acquire(), 2.5)
+        paused = gate.paused_for
+        await gate.acquire()  # another request starts at once
+        return wait, paused, time
 
-    time = asyncio.run(main())
-    assert time.sleeps == [2.5]
-    assert time.now == 2.5
+    wait, paused, time = asyncio.run(main())
+    assert wait == 2.5  # the refused request waits its 2.5 s ...
+    assert paused == 0.0  # ... and nobody else does
+    assert time.sleeps == []
+
+
+def test_many_429s_with_retry_after_at_once_hold_every_start():
+    async def main():
+        gate, time = limiter(16)
+        await answered(gate, time, 16)
+        tickets = [await gate.acquire() for _ in range(12)]
+        waits = [gate.rate_limited_by_server(ticket, 3.0) for ticket in tickets]  # all refused
+        started = time.now
+        await gate.acquire()  # judged a storm after a short hold; then held until the 3 s passed
+        return gate, waits, time.now - started
+
+    gate, waits, held = asyncio.run(main())
+    assert waits == [3.0] * 12
+    assert gate.account_pauses == 1
+    assert held == pytest.approx(3.0)
+    assert gate.counts["rate"] == 12
+    assert gate.report()["requests_per_minute"] is not None  # and the window's count is the limit
 
 
 @pytest.mark.parametrize("retry_after", [0, -1, 500])
-def test_a_missing_or_unreasonable_retry_after_is_not_a_pause(retry_after):
+def test_a_missing_or_unreasonable_retry_after_is_no_wait(retry_after):
     async def main():
         gate, time = limiter(4)
-        await gate.rate_limited_by_server(await gate.acquire(), retry_after)
+        await answered(gate, time, 4)
+        wait = gate.rate_limited_by_server(await gate.acquire(), retry_after)
         await gate.acquire()
-        return time
+        return wait, gate, time
 
-    assert asyncio.run(main()).sleeps == []
+    wait, gate, time = asyncio.run(main())
+    assert wait == 0.0  # random: sent again at once (a delay over 120 s is the sender's to refuse)
+    assert gate.paused_for == 0.0
+    assert time.sleeps == []
 
 
 def test_requests_per_minute_spaces_starts_evenly():
     async def main():
         gate, time = limiter(10, requests_per_minute=120)
         for _ in range(4):
-            await gate.succeeded(await gate.acquire())
+            gate.succeeded(await gate.acquire())
         return time
 
     time = asyncio.run(main())
@@ -135,11 +172,25 @@ def test_requests_per_minute_spaces_starts_evenly():
 def test_failures_other_than_429_leave_the_limit_alone():
     async def main():
         gate, _ = limiter(4)
-        await gate.failed(await gate.acquire())
+        gate.failed(await gate.acquire())
         return gate
 
     gate = asyncio.run(main())
-    assert (gate.limit, gate.in_flight) == (4, 0)
+    assert (gate.limit, gate.in_flight, gate.rate_limited) == (4, 0, 0)
+
+
+def test_the_report_is_json_safe_and_complete():
+    import json
+
+    async def main():
+        gate, time = limiter(4, rate_window_s=2.0)
+        await answered(gate, time, 4)
+        return gate.report()
+
+    report = asyncio.run(main())
+    assert json.loads(json.dumps(report)) == report
+    assert report["rate_window_s"] == 2.0
+    assert set(report) >= {"concurrency_cap", "requests_per_minute", "tokens_per_minute", "random_429s"}
 
 
 def test_bad_settings_are_refused():
@@ -147,3 +198,5 @@ def test_bad_settings_are_refused():
         AdaptiveLimiter(0)
     with pytest.raises(ValueError, match="requests_per_minute=0"):
         AdaptiveLimiter(1, requests_per_minute=0)
+    with pytest.raises(ValueError, match="window=0"):
+        AdaptiveLimiter(1, rate_window_s=0)
