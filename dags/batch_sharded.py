@@ -5,7 +5,7 @@ text files; `documents/` next to this file by default) into `shards` parts with 
 reading it once: a shard is a small dict (the input's URL and an item range), never the items.
 Each part is one mapped `QwenBatchOperator` task (`.expand(items=...)`), run by whichever worker
 is free, which streams its range of the input and writes its results as they finish to
-`<results>/<run_id>/part-<map_index>.jsonl`, one row per item: `{"index", "status", "result",
+`<results>/<run_id>/summarize-<map_index>.jsonl`, one row per item: `{"index", "status", "result",
 "error"}` (index: the item's place in the whole input). XCom carries only each shard's manifest;
 `report` adds the manifests up.
 
@@ -68,7 +68,7 @@ def qwen_batch_sharded():
         pool=POOL,
         system_prompt="You write short, factual summaries for busy readers.",
         prompt="Summarise this document in at most two sentences.\n\n{{ item.text }}",
-        results_path=RESULTS + "{{ run_id }}/",  # each shard writes part-<map_index>.jsonl here
+        results_path=RESULTS + "{{ run_id }}/",  # each shard writes summarize-<map_index>.jsonl here
         outlets=[results_asset(RESULTS)],
         max_concurrency=4,
         max_completion_tokens=300,  # bounds each answer, so the run budget is never passed

@@ -8,23 +8,32 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Iterator
-from itertools import islice
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
-BLOCK = 256  # items read ahead at a time
+BLOCK = 256  # items read ahead at a time at most
+BLOCK_CHARS = 8 << 20  # ... and about this many characters of text (a folder of large files)
 
 
 class ItemFeed:
     """``await next()`` gives the next ``(index, item)``, or None when there are no more."""
 
-    def __init__(self, items: Iterable[tuple[int, Any]], *, total: int | None, threaded: bool) -> None:
+    def __init__(
+        self,
+        items: Iterable[tuple[int, Any]],
+        *,
+        total: int | None,
+        threaded: bool,
+        label: Callable[[Any], str | None] | None = None,
+    ) -> None:
         self.total = total  # items in all, when known before reading them
+        self.label = label or (lambda item: None)  # what names an item in its results row (a file)
         self.taken = 0
         self._items: Iterator[tuple[int, Any]] = iter(items)
         self._threaded = threaded
         self._ready: deque[tuple[int, Any]] = deque()
         self._done = False
+        self._exhausted = False
         self._lock = asyncio.Lock()
 
     async def next(self) -> tuple[int, Any] | None:
@@ -46,11 +55,28 @@ class ItemFeed:
         if self._done:
             return
         block = await asyncio.to_thread(self._read) if self._threaded else self._read()
-        if len(block) < BLOCK:
+        if self._exhausted:
             self._done = True
             if self.total is None:
                 self.total = self.taken + len(self._ready) + len(block)
         self._ready.extend(block)
 
     def _read(self) -> list[tuple[int, Any]]:
-        return list(islice(self._items, BLOCK))
+        """Up to ``BLOCK`` items, or fewer when they are large (about ``BLOCK_CHARS`` of text)."""
+        block: list[tuple[int, Any]] = []
+        chars = 0
+        for entry in self._items:
+            block.append(entry)
+            chars += _chars(entry[1])
+            if len(block) >= BLOCK or chars >= BLOCK_CHARS:
+                return block
+        self._exhausted = True
+        return block
+
+
+def _chars(item: Any) -> int:
+    if isinstance(item, str):
+        return len(item)
+    if isinstance(item, dict):
+        return sum(len(value) for value in item.values() if isinstance(value, str))
+    return 64

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -12,7 +11,9 @@ from airflow_provider_qwen.client.errors import InvalidRequestError
 
 def resolve_items(value: Any, context: Mapping[str, Any]) -> Any:
     """XComArgs in ``items`` resolved to their values; everything else untouched (never rendered)."""
-    if not isinstance(value, os.PathLike) and hasattr(value, "resolve"):
+    from airflow_provider_qwen.batch.sources import is_storage_path
+
+    if hasattr(value, "resolve") and not is_storage_path(value):  # an XComArg (a path has resolve too)
         return value.resolve(context)
     if isinstance(value, (list, tuple)):
         return [resolve_items(element, context) for element in value]

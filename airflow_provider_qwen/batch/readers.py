@@ -52,7 +52,7 @@ def jsonl_items(file: IO[bytes], *, offset: int = 0) -> Iterator[tuple[int, Any]
 def csv_header(file: IO[bytes]) -> tuple[list[str], int]:
     """The header row of a CSV file and the byte offset of the first record after it."""
     lines = _Lines(file, 0)
-    reader = csv.reader(lines)
+    reader = csv.reader(lines, strict=True)
     try:
         header = next(reader)
     except StopIteration:
@@ -72,7 +72,7 @@ def csv_items(
     if seek:
         file.seek(offset)
     lines = _Lines(file, offset)
-    reader = csv.reader(lines)
+    reader = csv.reader(lines, strict=True)
     while True:
         start = lines.position
         try:
@@ -88,7 +88,22 @@ def csv_items(
             problem = f"has {len(row)} fields where the header has {len(header)}"
             yield lines.position, BadItem(f"the CSV record at byte {start} {problem}")
             continue
-        yield lines.position, dict(zip(header, row, strict=True))
+        record = dict(zip(header, row, strict=True))
+        if any(_not_utf8(value) for value in record.values()):
+            yield lines.position, BadItem(f"the CSV record at byte {start} is not UTF-8 text")
+            continue
+        yield lines.position, record
+
+
+def _not_utf8(value: str) -> bool:
+    """Whether a field decoded with ``surrogateescape`` held bytes that are not UTF-8."""
+    if value.isascii():
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 class _Lines:
@@ -108,7 +123,7 @@ class _Lines:
         if not line:
             raise StopIteration
         self.position += len(line)
-        text = line.decode(self.encoding, errors="replace")
+        text = line.decode(self.encoding, errors="surrogateescape")  # bad bytes: see _not_utf8
         self.encoding = "utf-8"
         return text
 

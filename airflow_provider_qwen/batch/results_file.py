@@ -12,10 +12,8 @@ come from the checkpoint, not from the service).
 from __future__ import annotations
 
 import asyncio
-import glob
 import json
 import os
-import secrets
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -24,7 +22,9 @@ if TYPE_CHECKING:
 RESULT_FORMATS = ("jsonl", "parquet")
 RESULT_ORDERS = ("index", "item")
 FLUSH_BYTES = 1 << 20  # JSON lines are written to the file in blocks of about this size
-PARQUET_ROWS = 10_000  # rows per Parquet row group
+PARQUET_ROWS = 10_000  # rows per Parquet row group at most
+PARQUET_BYTES = 32 << 20  # ... and about this much text (large answers make smaller groups)
+PARQUET_COLUMNS = ("index", "status", "result", "error", "path")
 DEFAULT_WINDOW = 4096
 
 
@@ -52,49 +52,50 @@ class ResultsFile:
         self._room = asyncio.Condition()
         self._buffer: list[bytes] = []
         self._buffered = 0
-        self._columns: dict[str, list[Any]] = {"index": [], "status": [], "result": [], "error": []}
+        self._columns: dict[str, list[Any]] = {name: [] for name in PARQUET_COLUMNS}
         self._file: Any = None
         self._writer: Any = None
         self._temp: str | None = None
         self._lock = asyncio.Lock()
 
-    async def open(self) -> None:
+    def open_now(self) -> None:
         """Open the file (its folder created); nothing is visible at ``path`` before ``close``."""
-        await asyncio.to_thread(self._open)
-
-    def _open(self) -> None:
         from airflow_provider_qwen.storage import local_path
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         local = local_path(self.path)
         if local is not None:
-            folder, name = os.path.dirname(local), os.path.basename(local)
-            for stale in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.*.partial")):
-                os.remove(stale)  # left by a try that was killed while writing (one try runs at a time)
-            self._temp = f"{folder}/.{name}.{secrets.token_hex(4)}.partial"
+            # one name per target: a try killed while writing leaves its file to the next try, which
+            # overwrites it (one try of a task instance runs at a time; tasks write targets of their own)
+            self._temp = f"{os.path.dirname(local)}/.{os.path.basename(local)}.partial"
             self._file = open(self._temp, "wb")  # noqa: SIM115 (closed in close/abort)
         else:
             self._file = self.path.fs.open(self.path.path, "wb")
         if self.format == "parquet":
             self._writer = _parquet_writer(self._file, self.structured)
 
-    async def add(self, index: int, status: str, result: Any, error: str | None) -> None:
-        """One finished item's row (written in its turn in item order; may wait for room)."""
+    async def add(
+        self, index: int, status: str, result: Any, error: str | None, path: str | None = None
+    ) -> None:
+        """One finished item's row (written in its turn in item order; may wait for room).
+
+        ``path``: the input file the item came from (a folder or glob input), kept in its row."""
         row = {"index": index, "status": status, "result": result, "error": error}
+        if path is not None or self.format == "parquet":
+            row["path"] = path
         if self.order == "index":
             await self._emit(row)
             return
-        async with self._room:
+        async with self._room:  # rows are emitted under it: no other row can come in between
             await self._room.wait_for(lambda: index == self._next or len(self._held) < self._window)
             self._held[index] = row
-            ready = []
+            ready = False
             while self._next in self._held:
-                ready.append(self._held.pop(self._next))
+                await self._emit(self._held.pop(self._next))
                 self._next += 1
+                ready = True
             if ready:
                 self._room.notify_all()
-        for row in ready:
-            await self._emit(row)
 
     async def _emit(self, row: dict[str, Any]) -> None:
         self.rows += 1
@@ -103,7 +104,8 @@ class ResultsFile:
                 if name == "result" and value is not None and (self.structured or not isinstance(value, str)):
                     value = json.dumps(value, ensure_ascii=False)
                 self._columns[name].append(value)
-            if len(self._columns["index"]) >= PARQUET_ROWS:
+                self._buffered += len(value) if isinstance(value, str) else 8
+            if len(self._columns["index"]) >= PARQUET_ROWS or self._buffered >= PARQUET_BYTES:
                 await self._flush()
             return
         line = (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode(
@@ -118,6 +120,7 @@ class ResultsFile:
         async with self._lock:
             if self.format == "parquet":
                 columns, self._columns = self._columns, {name: [] for name in self._columns}
+                self._buffered = 0
                 if columns["index"]:
                     table = _parquet_table(columns, self.structured)
                     await asyncio.to_thread(self._writer.write_table, table)
@@ -141,7 +144,8 @@ class ResultsFile:
     def _commit(self) -> None:
         if self._writer is not None:
             self._writer.close()
-        self._file.close()
+        file, self._file = self._file, None
+        file.close()
         if self._temp is not None:
             from airflow_provider_qwen.storage import local_path
 
@@ -149,10 +153,16 @@ class ResultsFile:
             self._temp = None
 
     def abort(self) -> None:
-        """Drop the unfinished file (the batch itself failed before it could finish)."""
+        """Drop the unfinished file (the batch itself failed before it could finish). On object
+        storage the upload is discarded, not completed (closing would publish the partial file)."""
+        file, self._file = self._file, None
         try:
-            if self._file is not None:
-                self._file.close()
+            if file is not None:
+                discard = getattr(file, "discard", None)
+                if self._temp is None and callable(discard):
+                    discard()
+                else:
+                    file.close()
         finally:
             if self._temp is not None and os.path.exists(self._temp):
                 os.remove(self._temp)
@@ -173,6 +183,7 @@ def _parquet_schema(structured: bool) -> Any:
         pa.field("status", pa.string()),
         pa.field("result", pa.string()),
         pa.field("error", pa.string()),
+        pa.field("path", pa.string()),
     ]
     return pa.schema(fields, metadata={b"qwen.result_encoding": encoding})
 

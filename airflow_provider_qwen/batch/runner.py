@@ -51,7 +51,9 @@ class BatchOptions:
 class ResultSink(Protocol):
     """Where finished items go: the aligned list for XCom (``ResultList``) or a ``ResultsFile``."""
 
-    async def add(self, index: int, status: str, result: Any, error: str | None) -> None: ...
+    async def add(
+        self, index: int, status: str, result: Any, error: str | None, path: str | None = None
+    ) -> None: ...
 
 
 class ResultList:
@@ -167,15 +169,15 @@ class BatchRunner:
             every=self.options.progress_interval,
         )
 
-        async def finish(outcome: ItemOutcome) -> None:
+        async def finish(outcome: ItemOutcome, item: Any) -> None:
             report.add(outcome)
             result = outcome.result if outcome.status == "ok" else None
-            await sink.add(outcome.index, outcome.status, result, outcome.error)
+            await sink.add(outcome.index, outcome.status, result, outcome.error, feed.label(item))
 
         async def worker() -> None:
             while not report.stopped and (entry := await feed.next()) is not None:
                 outcome = await process(*entry)
-                await finish(outcome)
+                await finish(outcome, entry[1])
                 progress.item_done(ok=outcome.status == "ok", resumed=outcome.resumed)
                 self._maybe_stop(report, outcome)
 
@@ -187,8 +189,8 @@ class BatchRunner:
             await gather_or_cancel([worker() for _ in range(workers)])
         finally:
             ticker.cancel()
-        async for index, _item in feed.rest():  # left when the batch stopped early
-            await finish(ItemOutcome(index, "unstarted", error=NOT_STARTED))
+        async for index, item in feed.rest():  # left when the batch stopped early
+            await finish(ItemOutcome(index, "unstarted", error=NOT_STARTED), item)
         report.total = feed.taken
         report.extra = {**self.sender.learned(), "elapsed_s": round(time.monotonic() - started, 3)}
         return report

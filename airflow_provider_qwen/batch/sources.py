@@ -39,7 +39,7 @@ FORMATS = ("jsonl", "csv", "parquet", "text")
 SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".lz4")
 URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-PASSWORD = re.compile(r"(://)[^/@\s:]+:[^/@\s]*@")  # user:password@ (a lone conn_id@ is kept)
+PASSWORD = re.compile(r"(://)[^/\s?#]*:[^/\s?#]*@")  # user:password@, to the netloc's last @
 
 
 def display_url(url: str) -> str:
@@ -78,7 +78,7 @@ class InputSource:
     def from_dict(cls, where: str, value: Mapping[str, Any]) -> InputSource:
         known = set(cls.__dataclass_fields__)
         unknown = set(value) - known - {SHARD_MARKER}
-        if unknown or not isinstance(value.get("url"), str):
+        if unknown or not isinstance(value.get("url"), str) or not isinstance(value.get("format"), str):
             raise InputFormatError(
                 f"{where}: items is a dict with {SHARD_MARKER!r} but not a shard from shard_input "
                 f"(unknown keys {sorted(unknown)}, url {display_url(str(value.get('url')))!r})"
@@ -106,11 +106,19 @@ class InputSource:
 
 def is_input_value(value: Any) -> bool:
     """Whether ``items`` names an input (a path, a URL, a shard) rather than being the items."""
-    if isinstance(value, os.PathLike):
+    if is_storage_path(value):
         return True
     if isinstance(value, str):
-        return bool(URL.match(value.strip()))
+        text = value.strip()
+        return bool(URL.match(text)) or text.startswith("/")
     return isinstance(value, Mapping) and SHARD_MARKER in value
+
+
+def is_storage_path(value: Any) -> bool:
+    """An ``ObjectStoragePath`` (not ``os.PathLike`` in Airflow 3.3) or another path object."""
+    if isinstance(value, os.PathLike):
+        return True
+    return any(cls.__name__ == "ObjectStoragePath" for cls in type(value).__mro__)
 
 
 def input_source(where: str, value: Any, *, format: str | None = None) -> InputSource:
@@ -120,6 +128,8 @@ def input_source(where: str, value: Any, *, format: str | None = None) -> InputS
         return InputSource.from_dict(where, value)
     conn_id = getattr(value, "conn_id", None)
     url = str(value).strip()
+    if url.startswith("/"):  # a plain local path
+        url = f"file://{url}"
     if format is None:
         format = _format_of(where, url)
     return InputSource(url=url, format=format, conn_id=conn_id).checked(where)
@@ -159,12 +169,40 @@ def _seekable(source: InputSource) -> bool:
 
 
 def text_files(source: InputSource) -> list[str]:
-    """The files of a folder or glob, sorted (a file's place in this list is its item index)."""
+    """The files of a folder or glob, sorted (a file's place in this list is its item index).
+
+    Hidden files and folders (``.DS_Store``, ``.git/``, a results file being written) are left
+    out; a folder that does not exist, or a glob that matches no file, is an error, not an empty batch."""
     path = source.path()
     if GLOB.search(path.path):
         found = path.fs.glob(path.path, detail=True)
-        return sorted(name for name, info in found.items() if info.get("type") == "file")
-    return sorted(path.fs.find(path.path))
+        names = [name for name, info in found.items() if info.get("type") == "file"]
+        if not names:
+            raise InputFormatError(f"{display_url(source.url)} matches no file")
+    else:
+        if not path.fs.isdir(path.path):
+            raise InputFormatError(f"{display_url(source.url)} is not a folder (or does not exist)")
+        names = list(path.fs.find(path.path))
+    root = path.path.rstrip("/")
+    return sorted(name for name in names if not _hidden(name, root))
+
+
+def _hidden(name: str, root: str) -> bool:
+    below = name[len(root) :] if name.startswith(root) else name.rsplit("/", 1)[-1]
+    return any(part.startswith(".") for part in below.split("/") if part)
+
+
+def probe(where: str, source: InputSource) -> None:
+    """Open ``source`` and read its first item: a missing input, a folder or glob with no file,
+    a CSV without a header, a file that is not Parquet, a shard of a changed input fail here, once,
+    before any request (``InvalidRequestError``, not retried: a retry would read the same)."""
+    from airflow_provider_qwen.client.errors import InvalidRequestError
+
+    try:
+        next(iter_source(source), None)
+    except (InputFormatError, FileNotFoundError) as exc:
+        shown = display_url(source.url)
+        raise InvalidRequestError(f"{where}: items={shown!r} cannot be read: {exc}") from None
 
 
 def iter_source(source: InputSource) -> Iterator[tuple[int, Any]]:
@@ -178,11 +216,23 @@ def _records(source: InputSource) -> Iterator[tuple[int, int, Any]]:
     if source.stop is not None and source.stop <= source.start:
         return
     index = source.start
-    for end, item in _read_from_start(source):
-        yield index, end, item
-        index += 1
-        if source.stop is not None and index >= source.stop:
-            return
+    try:
+        for end, item in _read_from_start(source):
+            yield index, end, item
+            index += 1
+            if source.stop is not None and index >= source.stop:
+                return
+    except (InputFormatError, FileNotFoundError):
+        raise
+    except (OSError, EOFError, ValueError) as exc:  # a truncated .gz, a storage error, a bad Parquet page
+        raise InputFormatError(
+            f"{display_url(source.url)} cannot be read past item {index} ({type(exc).__name__}: {exc})"
+        ) from None
+    if source.stop is not None and index < source.stop:
+        raise InputFormatError(
+            f"{display_url(source.url)} ended at item {index}, before the end of its shard (item "
+            f"{source.stop}): the input changed since it was sharded; shard it again"
+        )
 
 
 def _read_from_start(source: InputSource) -> Iterator[tuple[int, Any]]:

@@ -9,10 +9,13 @@ how many, what it cost) instead of the results.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_qwen.batch.feed import ItemFeed
+from airflow_provider_qwen.batch.sources import GLOB, display_url
+from airflow_provider_qwen.client.errors import InvalidRequestError
 
 if TYPE_CHECKING:
     from airflow.sdk import Asset, ObjectStoragePath
@@ -30,7 +33,9 @@ class GrowingResults:
         self.first = first
         self.results: list[Any] = [None] * (total or 0)
 
-    async def add(self, index: int, status: str, result: Any, error: str | None) -> None:
+    async def add(
+        self, index: int, status: str, result: Any, error: str | None, path: str | None = None
+    ) -> None:
         place = index - self.first
         if place >= len(self.results):
             self.results.extend([None] * (place + 1 - len(self.results)))
@@ -47,16 +52,28 @@ class BatchStreams:
 
     def describe(self) -> str:
         items = f"{self.feed.total} item(s)" if self.source is None else self.source.describe()
-        from airflow_provider_qwen.batch.sources import display_url
-
         path = getattr(self.sink, "path", None)
         return items if path is None else f"{items}, results to {display_url(str(path))}"
 
-    async def open(self) -> None:
+    def open(self, where: str) -> None:
+        """Create the results file (not visible until closed); an unwritable path is refused here."""
         from airflow_provider_qwen.batch.results_file import ResultsFile
 
         if isinstance(self.sink, ResultsFile):
-            await self.sink.open()
+            try:
+                self.sink.open_now()
+            except OSError as exc:
+                raise InvalidRequestError(
+                    f"{where}: results_path {display_url(str(self.sink.path))!r} cannot be written "
+                    f"({type(exc).__name__}: {exc}); give a writable file or folder"
+                ) from None
+
+    def abort(self) -> None:
+        """Drop an unfinished results file (idempotent: nothing to do once closed)."""
+        from airflow_provider_qwen.batch.results_file import ResultsFile
+
+        if isinstance(self.sink, ResultsFile):
+            self.sink.abort()
 
     async def close(self, failed: bool) -> dict[str, Any] | None:
         """Finish the results file (kept when the batch ran, even with failed items); its manifest part."""
@@ -97,21 +114,23 @@ def open_streams(
     results_path: str | os.PathLike[str] | None,
     results_format: str | None,
     results_order: str,
+    task_id: str,
     map_index: int,
     structured: bool,
-    path_templated: bool = False,
 ) -> BatchStreams:
-    """The feed and sink for rendered ``items`` and ``results_path`` (checked; nothing is read yet)."""
+    """The feed and sink for rendered ``items`` and ``results_path``, checked: the input opened and
+    its first item read (what cannot be read fails here, before any request); nothing is written."""
     from airflow_provider_qwen.batch.inputs import items_list
-    from airflow_provider_qwen.batch.sources import is_input_value, iter_source
+    from airflow_provider_qwen.batch.sources import is_input_value, iter_source, probe
     from airflow_provider_qwen.operators.batch_checks import check_input
 
     source: InputSource | None = None
     if is_input_value(items):
         source = check_input(where, items, input_format)
         if source.format == "parquet":
-            needs_pyarrow(where, f"the Parquet input {source.url}")
-        feed = ItemFeed(iter_source(source), total=source.total, threaded=True)
+            needs_pyarrow(where, f"the Parquet input {display_url(source.url)}")
+        probe(where, source)
+        feed = ItemFeed(iter_source(source), total=source.total, threaded=True, label=item_path(source))
         first = source.start
     else:
         listed = items_list(where, items)
@@ -127,25 +146,50 @@ def open_streams(
         needs_pyarrow(where, "results_format='parquet'")
     path = base
     if is_folder(results_path, base):
-        path = base / (f"part-{map_index:05d}.{format}" if map_index >= 0 else f"results.{format}")
-    elif map_index >= 0 and not path_templated:
-        from airflow_provider_qwen.batch.sources import display_url
-        from airflow_provider_qwen.client.errors import InvalidRequestError
-
+        name = task_id if map_index < 0 else f"{task_id}-{map_index:05d}"
+        path = base / f"{name}.{format}"
+    elif map_index >= 0:
         raise InvalidRequestError(
             f"{where}: results_path={display_url(str(results_path))!r} names one file, but this task is "
-            "mapped: every map index would write it. Give a folder (a path ending in '/': each map index "
-            "writes part-<map_index> in it) or put {{ ti.map_index }} in the file name"
+            "mapped: every map index would write it. Give a folder (a path ending in '/'): each map "
+            f"index writes {task_id}-<map_index>.{format} in it"
         )
+    if source is not None:
+        refuse_overlap(where, source, path)
     sink = ResultsFile(path, format=format, order=results_order, first_index=first, structured=structured)
     return BatchStreams(feed, sink, source)
+
+
+def item_path(source: InputSource) -> Callable[[Any], str | None] | None:
+    """For a folder or glob input, the file an item came from (kept in its results row)."""
+    if source.format != "text":
+        return None
+    return lambda item: item.get("path") if isinstance(item, dict) else None
+
+
+def refuse_overlap(where: str, source: InputSource, results: ObjectStoragePath) -> None:
+    """Refuse results written over the input, or into the folder the input lists."""
+    target = f"{results.protocol or 'file'}://{results.path}"
+    input_path = source.path()
+    read = f"{input_path.protocol or 'file'}://{input_path.path}".rstrip("/")
+    if source.format == "text":
+        wildcard = GLOB.search(read)
+        root = read[: wildcard.start()].rsplit("/", 1)[0] if wildcard else read
+        clash = target.startswith(root + "/")
+    else:
+        clash = target == read
+    if clash:
+        raise InvalidRequestError(
+            f"{where}: results_path={display_url(target)!r} is "
+            + ("inside the folder the input lists" if source.format == "text" else "the input file itself")
+            + f" ({display_url(source.url)}): the batch would read or destroy its own results; "
+            "write them elsewhere"
+        )
 
 
 def needs_pyarrow(where: str, what: str) -> None:
     """Refuse Parquet before any request when pyarrow is not installed."""
     import importlib.util
-
-    from airflow_provider_qwen.client.errors import InvalidRequestError
 
     if importlib.util.find_spec("pyarrow") is None:
         raise InvalidRequestError(

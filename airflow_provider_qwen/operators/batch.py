@@ -163,8 +163,7 @@ class QwenBatchOperator(QwenBaseOperator):
 
         check_arguments(self)
         self.validate_static_parameters()
-        self._results_path_templated = results_path is not None and is_templated(str(results_path))
-        if results_path is not None and not self._results_path_templated:
+        if results_path is not None and not is_templated(str(results_path)):
             from airflow_provider_qwen.batch.streams import results_asset
 
             self.outlets = [*self.outlets, results_asset(results_path)]
@@ -278,7 +277,14 @@ class QwenBatchOperator(QwenBaseOperator):
             limit,
         )
         try:
+            streams.open(where)
+        except InvalidRequestError as exc:
+            raise BatchArgumentError(str(exc)) from None
+        try:
             report, written = run_coroutine(lambda: self._arun(plan, journal, outputs, calls, streams))
+        except BaseException:
+            streams.abort()  # nothing half-written is left visible (the results file of a failed run)
+            raise
         finally:
             journal.close()
         every_try = usd_text(calls.cost.record().usd_spent)
@@ -304,9 +310,9 @@ class QwenBatchOperator(QwenBaseOperator):
                 results_path=self.results_path,
                 results_format=self.results_format,
                 results_order=self.results_order,
+                task_id=task_ids(context)[2],
                 map_index=task_ids(context)[3],
                 structured=self.spec is not None,
-                path_templated=self._results_path_templated,
             )
         except InvalidRequestError as exc:
             raise BatchArgumentError(str(exc)) from None
@@ -350,7 +356,6 @@ class QwenBatchOperator(QwenBaseOperator):
             )
             runner = BatchRunner(sender, options=options, log=self.log, spent=lambda: calls.cost.spent_usd)
             processor = ItemProcessor(plan, sender.send, journal, outputs, log=self.log)
-            await streams.open()
             ran = False
             try:
                 report = await runner.run(processor.process, streams.feed, streams.sink)

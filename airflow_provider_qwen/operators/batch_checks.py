@@ -86,7 +86,7 @@ def check_arguments(op: QwenBatchOperator) -> None:
     if is_input_value(op.items):
         if not is_templated(op.items):
             check_input(where, op.items, op.input_format)  # the format can be told at parse time
-    elif not isinstance(op.items, str) and not hasattr(op.items, "resolve"):
+    elif not isinstance(op.items, str) and not _is_xcom_arg(op.items):
         from airflow_provider_qwen.batch.inputs import check_items
 
         check_items(where, op.items)  # a literal list: check it at parse time
@@ -94,13 +94,12 @@ def check_arguments(op: QwenBatchOperator) -> None:
 
 def check_files(op: QwenBatchOperator, where: str) -> None:
     """``results_path``, ``results_format``, ``results_order`` and ``input_format``."""
-    import os
 
     from airflow_provider_qwen.batch.results_file import RESULT_FORMATS, RESULT_ORDERS
-    from airflow_provider_qwen.batch.sources import FORMATS
+    from airflow_provider_qwen.batch.sources import FORMATS, is_storage_path
 
     path = op.results_path
-    if path is not None and not isinstance(path, (str, os.PathLike)):
+    if path is not None and not isinstance(path, str) and not is_storage_path(path):
         raise InvalidRequestError(
             f"{where}: results_path={path!r} is not allowed: None, or a URL or ObjectStoragePath of a "
             "file or of a folder (ending in '/')"
@@ -185,3 +184,9 @@ def probe_request(op: QwenBatchOperator, where: str) -> ChatRequest:
         raise BatchArgumentError(
             f"{where}: {exc} (checked once before any request: every item would be refused)"
         ) from None
+
+
+def _is_xcom_arg(value: Any) -> bool:
+    from airflow_provider_qwen.batch.sources import is_storage_path
+
+    return hasattr(value, "resolve") and not is_storage_path(value)

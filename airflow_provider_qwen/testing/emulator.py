@@ -423,6 +423,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the --random-429 draws (default 0)")
     parser.add_argument("--lenient", action="store_true", help="drop unknown request fields instead of a 400")
+    parser.add_argument(
+        "--balance-usd", default="12.5", help="the account's start balance (default 12.5; 0: every call 403)"
+    )
     args = parser.parse_args(argv)
     emulator = QwenEmulator(
         api_keys=args.api_keys or [DEFAULT_API_KEY],
@@ -438,6 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         random_seed=args.seed,
         strict=not args.lenient,
         host=args.host,
+        balance_usd=args.balance_usd,
     )
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -368,7 +368,7 @@ def test_the_results_files_hold_every_item_once(cluster: Cluster, outcome: Outco
     seen: list[int] = []
     for map_index, shard in enumerate(outcome.shards):
         manifest = xcom(cluster, outcome.run, "summarize", "return_value", map_index)
-        path = folder / f"part-{map_index:05d}.jsonl"
+        path = folder / f"summarize-{map_index:05d}.jsonl"
         assert manifest["results_path"] == f"file://{path}"
         assert (manifest["total"], manifest["succeeded"]) == (_size(shard), _size(shard))
         assert (manifest["failed"], manifest["unstarted"]) == (0, 0)
@@ -381,12 +381,12 @@ def test_the_results_files_hold_every_item_once(cluster: Cluster, outcome: Outco
         seen += [r["index"] for r in rows]
     assert sorted(seen) == list(range(ITEMS))  # the shards' results cover the input once
     parts = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
-    assert parts == [f"part-{i:05d}.jsonl" for i in range(SHARDS)]
+    assert parts == [f"summarize-{i:05d}.jsonl" for i in range(SHARDS)]
 
     report = xcom(cluster, outcome.run, "report", "return_value")
     assert (report["total"], report["succeeded"], report["failed"]) == (ITEMS, ITEMS, 0)
     assert report["shards"] == SHARDS
-    assert report["results"] == [f"file://{folder}/part-{i:05d}.jsonl" for i in range(SHARDS)]
+    assert report["results"] == [f"file://{folder}/summarize-{i:05d}.jsonl" for i in range(SHARDS)]
     spent = sum((Decimal(c["usd_spent"]) for c in outcome.costs.values()), Decimal(0))
     assert Decimal(report["usd_spent"]) == spent
 

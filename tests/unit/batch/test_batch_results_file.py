@@ -17,7 +17,7 @@ def rows(path) -> list[dict]:
 
 
 async def write(sink: ResultsFile, order: list[int]) -> None:
-    await sink.open()
+    sink.open_now()
     await asyncio.gather(*(sink.add(i, "ok", f"r{i}", None) for i in order))
     await sink.close()
 
@@ -27,7 +27,7 @@ def test_index_order_writes_as_finished_and_the_file_appears_only_when_complete(
     sink = ResultsFile(ObjectStoragePath(f"file://{target}"))
 
     async def go() -> None:
-        await sink.open()
+        sink.open_now()
         await sink.add(3, "ok", "three", None)
         await sink.add(1, "failed", None, "RateLimitError: 429")
         assert not target.exists()  # nothing visible before close
@@ -56,7 +56,7 @@ def test_item_order_holds_at_most_window_rows_and_the_next_row_never_waits(tmp_p
     held: list[int] = []
 
     async def go() -> None:
-        await sink.open()
+        sink.open_now()
         later = [asyncio.ensure_future(sink.add(i, "ok", i, None)) for i in range(101, 106)]
         await asyncio.sleep(0.01)
         held.append(len(sink._held))
@@ -78,7 +78,7 @@ def test_structured_results_are_json_values_in_jsonl_and_json_text_in_parquet(tm
         sink = ResultsFile(ObjectStoragePath(f"file://{target}"), format=format, structured=True)
 
         async def go(sink: ResultsFile = sink) -> None:
-            await sink.open()
+            sink.open_now()
             await sink.add(0, "ok", value, None)
             await sink.add(1, "failed", None, "ValidationError")
             await sink.close()
@@ -86,7 +86,7 @@ def test_structured_results_are_json_values_in_jsonl_and_json_text_in_parquet(tm
         asyncio.run(go())
     assert rows(jsonl)[0]["result"] == value
     table = pq.read_table(parquet)
-    assert table.column_names == ["index", "status", "result", "error"]
+    assert table.column_names == ["index", "status", "result", "error", "path"]
     assert json.loads(table.column("result")[0].as_py()) == value
     assert table.column("error")[1].as_py() == "ValidationError"
     assert table.schema.metadata[b"qwen.result_encoding"] == b"json"
@@ -97,7 +97,7 @@ def test_abort_leaves_nothing_behind(tmp_path):
     sink = ResultsFile(ObjectStoragePath(f"file://{target}"))
 
     async def go() -> None:
-        await sink.open()
+        sink.open_now()
         await sink.add(0, "ok", "x", None)
         sink.abort()
 
@@ -105,11 +105,48 @@ def test_abort_leaves_nothing_behind(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_partial_file_left_by_a_killed_try_is_removed_by_the_next(tmp_path):
+def test_a_partial_file_left_by_a_killed_try_is_overwritten_by_the_next(tmp_path):
     target = tmp_path / "results.jsonl"
-    stale = tmp_path / ".results.jsonl.dead1234.partial"
-    stale.write_text('{"index": 0}\n')
-    other = tmp_path / ".other.jsonl.dead1234.partial"  # another file's: not ours to remove
+    (tmp_path / ".results.jsonl.partial").write_text('{"index": 0}\n' * 1000)  # the killed try's
+    other = tmp_path / ".other.jsonl.partial"  # another target's: not touched
     other.write_text("")
     asyncio.run(write(ResultsFile(ObjectStoragePath(f"file://{target}")), [0, 1]))
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.jsonl.dead1234.partial", "results.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.jsonl.partial", "results.jsonl"]
+    assert len(rows(target)) == 2
+
+
+def test_item_order_holds_when_writes_to_storage_interleave(tmp_path):
+    target = tmp_path / "results.jsonl"
+    big = "x" * 300_000  # every few rows a flush to the file, in a thread: other rows arrive meanwhile
+    sink = ResultsFile(ObjectStoragePath(f"file://{target}"), order="item")
+    order = list(range(300))
+    random.Random(3).shuffle(order)
+
+    async def go() -> None:
+        sink.open_now()
+        await asyncio.gather(*(sink.add(i, "ok", big, None) for i in order))
+        await sink.close()
+
+    asyncio.run(go())
+    assert [row["index"] for row in rows(target)] == list(range(300))
+
+
+def test_abort_on_object_storage_discards_the_upload_instead_of_completing_it():
+    class Upload:
+        def __init__(self) -> None:
+            self.done = ""
+
+        def write(self, data: bytes) -> None: ...
+
+        def close(self) -> None:
+            self.done = "completed"
+
+        def discard(self) -> None:
+            self.done = "discarded"
+
+    sink = ResultsFile(ObjectStoragePath("memory://bucket/r.jsonl"))
+    upload = Upload()
+    sink._file = upload
+    sink.abort()
+    sink.abort()  # idempotent
+    assert upload.done == "discarded"

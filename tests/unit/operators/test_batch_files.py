@@ -101,8 +101,8 @@ def test_shards_over_expand_cover_the_input_with_global_indices(mocker, docs, tm
     for map_index, shard in enumerate(shards):
         op = batch(items=shard, results_path=f"file://{folder}/")
         manifest, _ = run(op, BatchTI(map_index=map_index))
-        assert manifest["results_path"] == f"file://{folder}/part-{map_index:05d}.jsonl"
-        seen += [row["index"] for row in rows(folder / f"part-{map_index:05d}.jsonl")]
+        assert manifest["results_path"] == f"file://{folder}/batch-{map_index:05d}.jsonl"
+        seen += [row["index"] for row in rows(folder / f"batch-{map_index:05d}.jsonl")]
     assert sorted(seen) == list(range(40))
     assert len(client.requests) == 40
 
@@ -164,7 +164,9 @@ def test_bad_file_arguments_are_refused_when_the_dag_is_parsed(kwargs, message):
 
 def test_a_missing_input_fails_before_any_request(mocker, tmp_path):
     client = with_async_client(mocker)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(
+        BatchArgumentError, match=r"items='file://.*nope.jsonl' cannot be read: .*No such file"
+    ):
         run(
             batch(items=f"file://{tmp_path}/nope.jsonl", results_path=f"file://{tmp_path}/r.jsonl"), BatchTI()
         )
@@ -184,9 +186,9 @@ def test_a_mapped_task_may_not_write_one_shared_results_file(mocker, docs, tmp_p
     with pytest.raises(BatchArgumentError, match="names one file, but this task is mapped"):
         run(batch(items=shard, results_path=f"file://{tmp_path}/all.jsonl"), BatchTI(map_index=1))
     assert client.requests == []
-    templated = batch(items=shard, results_path=f"file://{tmp_path}/part-{{{{ ti.map_index }}}}.jsonl")
-    manifest, _ = run(templated, BatchTI(map_index=1))
-    assert manifest["results_path"] == f"file://{tmp_path}/part-1.jsonl"
+    templated = batch(items=shard, results_path=f"file://{tmp_path}/{{{{ ds }}}}.jsonl")  # same for all
+    with pytest.raises(BatchArgumentError, match="names one file, but this task is mapped"):
+        run(templated, BatchTI(map_index=1), ds="2026-12-01")
 
 
 def test_a_password_in_an_input_url_is_cut_where_it_is_shown_a_conn_id_is_kept():
