@@ -49,21 +49,11 @@ class BatchOptions:
 
 
 class ResultSink(Protocol):
-    """Where finished items go: the aligned list for XCom (``ResultList``) or a ``ResultsFile``."""
+    """Where finished items go: the list for XCom (``streams.GrowingResults``) or a ``ResultsFile``."""
 
     async def add(
         self, index: int, status: str, result: Any, error: str | None, path: str | None = None
     ) -> None: ...
-
-
-class ResultList:
-    """The results aligned with the items (None for an item that did not succeed)."""
-
-    def __init__(self, total: int) -> None:
-        self.results: list[Any] = [None] * total
-
-    async def add(self, index: int, status: str, result: Any, error: str | None) -> None:
-        self.results[index] = result if status == "ok" else None
 
 
 @dataclass
