@@ -56,6 +56,15 @@ class TryLedger:
         self._unconfirmed(completion.unconfirmed_tries, model, request, estimate, completion.usage)
         return self._file(estimate)
 
+    def carry(self, totals: CostTotals) -> None:
+        """What this try spent before a pause (journaled then), counted again after it. Only in the
+        total: ``by_model`` feeds the metrics, which the paused part already emitted."""
+        carried = CostTotals()
+        carried.merge(totals)
+        carried.tries = carried.instances = 0  # the same try, not another one
+        with self._lock:
+            self.total.merge(carried)
+
     def add_charge(self, model: str, cost: Cost, usage: Usage | None = None) -> None:
         """A charge that came without a parsed answer (or a test's hand-made one)."""
         with self._lock:

@@ -107,6 +107,21 @@ class TaskCost:
         if earlier:
             self._settle_run(earlier)
 
+    def resume(self) -> None:
+        """This try goes on after a pause (waiting for a person, a deferral) in a new process: what
+        it spent before the pause, journaled when it paused, is counted again as this try's."""
+        if self.try_number is None:
+            return
+        try:
+            before = [r for r in self.journal.read() if r.try_number == self.try_number]
+        except JournalError as exc:
+            if self.budget.limited:
+                raise self._refusal(f"{exc}: the budget cannot count this try; {JOURNAL_FIX}") from None
+            log.warning("%s: what this try spent before its pause is not counted in qwen_cost", exc)
+            return
+        for record in before:
+            self.ledger.carry(record.totals)
+
     def _claim(self, usd: Decimal) -> None:
         try:
             self.journal.claim(self.try_number, usd, self.model)
