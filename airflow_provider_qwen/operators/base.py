@@ -7,7 +7,7 @@ before, charge recorded after), and ``execute`` pushes the try's ``qwen_cost`` r
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -295,6 +295,13 @@ class QwenBaseOperator(BaseOperator):
     # -- execution and cost ---------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
+        return self.metered(context, self.run)
+
+    def metered(
+        self, context: Context, body: Callable[[Context, Calls], Any], *, resumed: bool = False
+    ) -> Any:
+        """Run ``body`` with the try's ``Calls`` and publish the try's cost whatever happens;
+        ``resumed``: the try goes on after a pause, so what it spent before is counted too."""
         from airflow_provider_qwen.calls import Calls
         from airflow_provider_qwen.cost.record import parse_usd
         from airflow_provider_qwen.operators.spend import task_cost
@@ -315,8 +322,11 @@ class QwenBaseOperator(BaseOperator):
         )
         calls = Calls(cost, client=lambda: self.hook.get_conn(), log=self.log)  # fetched on first use
         try:
-            cost.start()
-            return self.run(context, calls)
+            if resumed:
+                cost.resume()
+            else:
+                cost.start()
+            return body(context, calls)
         finally:
             try:
                 self.finish_cost(context, cost)

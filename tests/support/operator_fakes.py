@@ -7,7 +7,8 @@ in milliseconds; the emulator-backed tests in tests/integration cover the real w
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -121,6 +122,20 @@ class FakeClient:
         return [request.to_body() for request in self.requests]
 
 
+class AsyncFakeClient:
+    """The same script behind ``await client.send(...)``, as ``hook.async_client()`` yields it."""
+
+    def __init__(self, client: FakeClient) -> None:
+        self.client = client
+
+    async def send(
+        self, request: ChatRequest, *, client_request_id: str | None = None, retry_after_send: bool = True
+    ) -> ChatCompletion:
+        return self.client.send(
+            request, client_request_id=client_request_id, retry_after_send=retry_after_send
+        )
+
+
 class FakeHook:
     default_model = MODEL
 
@@ -130,6 +145,10 @@ class FakeHook:
 
     def get_conn(self) -> FakeClient:
         return self.client
+
+    @asynccontextmanager
+    async def async_client(self, **_: Any) -> AsyncIterator[AsyncFakeClient]:
+        yield AsyncFakeClient(self.client)
 
 
 class FakeTI:
