@@ -1,6 +1,7 @@
 """The agent: the model calls Python tools over several turns, each turn journaled. No Airflow here.
 
-``tool()`` makes a tool of a typed function: its schema from the signature, typed arguments back.
+``tool()`` makes a tool of a typed function: its schema from the signature, typed arguments back;
+the transcript records each turn, and the journal makes a run resumable in a new process.
 """
 
 from airflow_provider_qwen.agent.bounds import DEFAULT_MAX_RESULT_BYTES, bound_text, result_text
@@ -15,23 +16,33 @@ from airflow_provider_qwen.agent.errors import (
     PendingCall,
     ToolArgumentsError,
 )
+from airflow_provider_qwen.agent.journal import AgentJournal, MemoryJournal, Replayed, replay, start_event
 from airflow_provider_qwen.agent.tools import Tool, ToolContext, as_tools, tool
+from airflow_provider_qwen.agent.transcript import ToolCallRecord, Transcript, Turn
 
 __all__ = [
     "DEFAULT_MAX_RESULT_BYTES",
     "AgentError",
+    "AgentJournal",
     "AgentLoopDetectedError",
     "AgentMaxTurnsError",
     "AgentToolErrorsError",
     "ApprovalRequired",
     "Decision",
     "JournalMismatchError",
+    "MemoryJournal",
     "PendingCall",
+    "Replayed",
     "Tool",
     "ToolArgumentsError",
+    "ToolCallRecord",
     "ToolContext",
+    "Transcript",
+    "Turn",
     "as_tools",
     "bound_text",
+    "replay",
     "result_text",
+    "start_event",
     "tool",
 ]
