@@ -1,7 +1,7 @@
 """Test support shipped with the provider: an AI/ML API emulator and a pytest plugin.
 
-``from airflow_provider_qwen.testing import QwenEmulator, Fault`` works; the server modules are only
-imported on first use, so importing this package stays cheap.
+``from airflow_provider_qwen.testing import QwenEmulator, Fault, Turn`` works; the server modules are
+only imported on first use, so importing this package stays cheap.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ if TYPE_CHECKING:
         Fault,
         LoggedRequest,
         QwenEmulator,
+        Turn,
     )
 
-__all__ = ["Charge", "ChargeRecord", "Fault", "LoggedRequest", "QwenEmulator"]
+__all__ = ["Charge", "ChargeRecord", "Fault", "LoggedRequest", "QwenEmulator", "Turn"]
 
 
 def __getattr__(name: str) -> Any:

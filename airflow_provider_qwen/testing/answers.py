@@ -9,9 +9,16 @@
   a test that wants reasoning asks for it. ``reasoning.exclude`` bills the reasoning but hides it.
   Reasoning counts against the budget first, as on the service.
 - Tool calls: ``tool_choice`` naming a function calls it; ``"required"`` calls the first tool, or every
-  tool when ``parallel_tool_calls`` is true; ``"auto"`` (the default with tools) calls the first tool
-  unless the last message is a tool result, when it answers in text. Arguments come from the tool's
-  parameters schema and validate against it (see ``values.py``).
+  tool when ``parallel_tool_calls`` is true; ``"auto"`` (the default with tools) plays an agent: it
+  calls the tools the latest user message names, several in one answer unless ``parallel_tool_calls``
+  is false, then answers in text from their results; with no tool named it calls the first tool
+  unless the last message is a tool result, when it answers in text (``agent_play.py`` has the exact
+  rules). Arguments come from the tool's parameters schema and validate against it (see
+  ``values.py``), each call with a fresh ``call_...`` id. A scripted turn (``scripts.py``) is played
+  instead of all this when the request's script has one queued.
+- Tool-call faults apply to every call of the answer: ``bad_json_args`` (arguments that are not
+  JSON), ``schema_invalid_args`` (JSON that breaks the tool's schema), ``unknown_tool`` (the name of
+  a function that was not offered).
 - Structured output: ``response_format`` ``json_schema`` makes the content a JSON instance of the
   schema (``json_object``: a small JSON object), built like tool arguments (see ``values.py``).
 - Tokens: the service's, from the Qwen3.5/3.6 vocabulary and chat template (``template.py``):
@@ -31,9 +38,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from airflow_provider_qwen.testing import template, vocabulary
+from airflow_provider_qwen.testing import agent_play, template, vocabulary
 from airflow_provider_qwen.testing.arguments import broken_json, invalid_arguments, tool_arguments
 from airflow_provider_qwen.testing.billing import Prices
+from airflow_provider_qwen.testing.scripts import Turn
 from airflow_provider_qwen.testing.values import UnsupportedSchema
 
 SUMMARY_SENTENCES = 3
@@ -90,11 +98,6 @@ def summarize(text: str, *, max_sentences: int = SUMMARY_SENTENCES, max_chars: i
     if len(summary) > max_chars:
         summary = summary[:max_chars].rsplit(" ", 1)[0] or summary[:max_chars]
     return summary or "I have nothing to summarise: the message is empty."
-
-
-def last_message(body: Mapping[str, Any]) -> Mapping[str, Any]:
-    messages = [m for m in body.get("messages") or [] if isinstance(m, Mapping)]
-    return messages[-1] if messages else {}
 
 
 def last_user_text(body: Mapping[str, Any]) -> str:
@@ -169,35 +172,15 @@ def _cut(text: str, tokens: int) -> str:
     return vocabulary.head(text, tokens)
 
 
-def _chosen_tools(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    tools = [
-        t["function"]
-        for t in body.get("tools") or []
-        if isinstance(t, Mapping) and t.get("type") == "function" and isinstance(t.get("function"), Mapping)
-    ]
-    choice = body.get("tool_choice", "auto")
-    if not tools or choice == "none":
-        return []
-    if isinstance(choice, Mapping):
-        if choice.get("type") == "allowed_tools":
-            allowed = choice.get("allowed_tools") or {}
-            names = [(t.get("function") or {}).get("name") for t in allowed.get("tools") or []]
-            tools = [t for t in tools if t.get("name") in names] or tools
-            choice = allowed.get("mode", "auto")
-        else:
-            name = (choice.get("function") or {}).get("name")
-            return [t for t in tools if t.get("name") == name][:1]
-    if choice == "required":
-        return tools if body.get("parallel_tool_calls") is True else tools[:1]
-    if last_message(body).get("role") == "tool":
-        return []  # "auto" after tool results: answer them in text
-    return tools[:1]
-
-
 def plan_answer(
-    body: Mapping[str, Any], *, fault_kind: str | None = None, prompt_tokens: int | None = None
+    body: Mapping[str, Any],
+    *,
+    fault_kind: str | None = None,
+    prompt_tokens: int | None = None,
+    turn: Turn | None = None,
 ) -> Answer:
-    """The answer to a valid request; ``fault_kind`` shapes it (length, bad or invalid arguments).
+    """The answer to a valid request; ``fault_kind`` shapes it (length, bad or invalid arguments,
+    an unknown tool name); ``turn`` is a scripted turn to play instead of deciding (``scripts.py``).
 
     ``prompt_tokens`` when already counted (the server counts them to check the context window).
     """
@@ -206,7 +189,10 @@ def plan_answer(
     budget = int(budget) if budget else None
     total_budget = budget
     effort, reasoning_cap, excluded = reasoning_effort(body)
-    reasoning = reasoning_text(question, effort) if effort else ""
+    if turn is not None and turn.reasoning is not None:
+        effort, reasoning = effort or "scripted", turn.reasoning  # shown unless excluded, asked or not
+    else:
+        reasoning = reasoning_text(question, effort) if effort else ""
     if reasoning_cap:
         reasoning = _cut(reasoning, int(reasoning_cap))
     length = fault_kind == "length"
@@ -222,31 +208,18 @@ def plan_answer(
     )
     if length and budget == 0:
         answer.budget_used = total_budget
-    tools = _chosen_tools(body)
-    if tools:
-        for tool in tools:
-            parameters = tool.get("parameters")
-            generate = invalid_arguments if fault_kind == "schema_invalid_args" else tool_arguments
-            try:
-                arguments = generate(parameters, question)
-            except UnsupportedSchema as exc:
-                raise UnsupportedSchema(f"tools[{tool['name']}].function.parameters: {exc}") from None
-            if fault_kind == "bad_json_args":
-                arguments = broken_json(arguments)
-            answer.tool_calls.append(
-                ToolCallOut(f"call_{uuid.uuid4().hex[:24]}", str(tool["name"]), arguments)
-            )
+    move = _scripted_move(body, turn) if turn is not None else agent_play.plan_move(body, summarize)
+    if move.calls:
+        answer.tool_calls = _tool_calls(body, move, question, fault_kind)
+        answer.content = move.content or ""
         answer.finish_reason = "tool_calls"
         if length or (budget is not None and answer.completion_tokens - answer.reasoning_tokens > budget):
             if _truncate_calls(answer.tool_calls, budget, halve=length):
                 answer.budget_used = total_budget
             answer.finish_reason = "length"
         return answer
-    last = last_message(body)
-    if last.get("role") == "tool":
-        results = " ".join(text_of(m.get("content")) for m in _trailing_tool_messages(body))
-        content = "Based on the tool results: " + summarize(results)
-    else:
+    content = move.content
+    if content is None:
         content = structured_content(body, question) or summarize(question)
     content = _apply_stop(content, body.get("stop"))
     if length:
@@ -257,6 +230,38 @@ def plan_answer(
     answer.content = content
     answer.finish_reason = "length" if length else "stop"
     return answer
+
+
+def _scripted_move(body: Mapping[str, Any], turn: Turn) -> agent_play.Move:
+    """A scripted turn as a move: its calls (with the offered tool's schema when there is one)."""
+    offered = {str(f.get("name")): f for f in agent_play.offered_functions(body)}
+    calls = [
+        agent_play.PlannedCall(c.name, (offered.get(c.name) or {}).get("parameters"), c.arguments, c.id)
+        for c in turn.tool_calls
+    ]
+    return agent_play.Move(calls=calls, content=turn.content)
+
+
+def _tool_calls(
+    body: Mapping[str, Any], move: agent_play.Move, question: str, fault_kind: str | None
+) -> list[ToolCallOut]:
+    """The move's calls with their arguments: as scripted, else generated from each tool's schema
+    (from the prompt, see ``values.py``); the argument and name faults apply to every call."""
+    offered = [str(f.get("name")) for f in agent_play.offered_functions(body)]
+    out = []
+    for call in move.calls:
+        arguments = call.arguments
+        if arguments is None or fault_kind == "schema_invalid_args":
+            generate = invalid_arguments if fault_kind == "schema_invalid_args" else tool_arguments
+            try:
+                arguments = generate(call.parameters, question)
+            except UnsupportedSchema as exc:
+                raise UnsupportedSchema(f"tools[{call.name}].function.parameters: {exc}") from None
+        if fault_kind == "bad_json_args":
+            arguments = broken_json(arguments)
+        name = agent_play.unknown_name(call.name, offered) if fault_kind == "unknown_tool" else call.name
+        out.append(ToolCallOut(call.id or f"call_{uuid.uuid4().hex[:24]}", name, arguments))
+    return out
 
 
 def structured_content(body: Mapping[str, Any], question: str) -> str | None:
@@ -291,15 +296,6 @@ def _truncate_calls(calls: list[ToolCallOut], budget: int | None, *, halve: bool
             call.arguments, cut = _cut(call.arguments, budget - overhead), True
         budget = max(budget - tokens, 0)
     return cut
-
-
-def _trailing_tool_messages(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    out: list[Mapping[str, Any]] = []
-    for message in reversed([m for m in body.get("messages") or [] if isinstance(m, Mapping)]):
-        if message.get("role") != "tool":
-            break
-        out.insert(0, message)
-    return out
 
 
 def _apply_stop(text: str, stop: str | Sequence[str] | None) -> str:

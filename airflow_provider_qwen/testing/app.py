@@ -2,7 +2,8 @@
 
 Everything runs on one asyncio loop: latency is ``asyncio.sleep``, so hundreds of requests wait
 at once without a thread each. A request is logged first, then checked in the service's order:
-key (401), ``X-Emulator-Fault`` syntax (400), model (404), body against the schema (400), context
+key (401), ``X-Emulator-Fault`` and ``X-Emulator-Script`` syntax (400), model (404), body against
+the schema and the conversation (400: ``conversation.py``, e.g. a tool result for no call), context
 window (400: the prompt, counted with the Qwen vocabulary, plus the completion budget over the
 model's window), random refusal (429 with probability ``random_429``: a flaky gateway in front of
 the limits, so it counts against none of them), concurrency limit, requests- and tokens-per-window
@@ -36,10 +37,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from airflow_provider_qwen.testing import limits, template, vocabulary
+from airflow_provider_qwen.testing.conversation import conversation_errors
 from airflow_provider_qwen.testing.faults import HEADER, Fault, parse_fault_header
 from airflow_provider_qwen.testing.replies import MESSAGES, Planned, decide, fault_response
 from airflow_provider_qwen.testing.responses import error_response
 from airflow_provider_qwen.testing.schema import request_errors
+from airflow_provider_qwen.testing.scripts import SCRIPT_HEADER, check_script_id
 from airflow_provider_qwen.testing.state import Charge, ChargeRecord, EmulatorState, LoggedRequest
 from airflow_provider_qwen.testing.values import UnsupportedSchema
 
@@ -142,6 +145,11 @@ async def chat_completions(request: Request) -> Any:
             faults = parse_fault_header(request.headers[HEADER])
         except ValueError as exc:
             return fail(400, [str(exc)])
+    if SCRIPT_HEADER in request.headers:
+        try:
+            entry.script = check_script_id(request.headers[SCRIPT_HEADER])
+        except ValueError as exc:
+            return fail(400, [f"X-Emulator-Script: {exc}"])
     body = entry.body
     if isinstance(body, str):
         return fail(400, ["<body>: the request body is not valid JSON"])
@@ -151,6 +159,7 @@ async def chat_completions(request: Request) -> Any:
     if isinstance(model, str) and not state.knows(model):
         return fail(404, f"Model {model!r} not found")
     problems = request_errors(body, allow_unknown=not state.strict)
+    problems += conversation_errors(body, strict=state.strict)
     if problems:
         return fail(400, problems)
     counted = await _count_prompt(body)
@@ -280,6 +289,7 @@ async def _unknown_path(request: Request, exc: Exception) -> Response:
 
 def build_app(state: EmulatorState) -> Starlette:
     """The ASGI app serving one emulator ``state``."""
+    from airflow_provider_qwen.testing.control import control_routes  # /_emulator/scripts, requests
     from airflow_provider_qwen.testing.records import records_routes  # /v2/logs, ledger, usage
 
     app = Starlette(
@@ -290,6 +300,7 @@ def build_app(state: EmulatorState) -> Starlette:
             Route("/models", models, methods=["GET"]),
             Route("/v2/billing", billing, methods=["GET"]),
             *records_routes(),
+            *control_routes(),
         ],
         exception_handlers={404: _unknown_path, 405: _unknown_path},
     )

@@ -15,10 +15,11 @@ From a shell (serves until interrupted)::
     python -m airflow_provider_qwen.testing.emulator --port 8765 [--latency 0.2] [--api-key KEY]
 
 Serves ``POST /v1/chat/completions`` (and ``/chat/completions``), ``GET /v1/models``
-(``?include=pricing``) and ``GET /v2/billing``. What it answers is described in ``answers.py``,
-faults in ``faults.py``, request validation in ``schema.py``, and the order of checks and what
-is charged in ``app.py``. It runs uvicorn in a background thread: asyncio only, no thread per
-request, so hundreds of concurrent requests with injected latency cost almost nothing.
+(``?include=pricing``) and ``GET /v2/billing``. What it answers is described in ``answers.py``
+(tools: ``agent_play.py``; scripted turns: ``scripts.py``, ``control.py``), faults in ``faults.py``,
+validation in ``schema.py`` and ``conversation.py``, the order of checks and charges in ``app.py``.
+It runs uvicorn in a background thread: asyncio only, no thread per request, so hundreds of
+concurrent requests with injected latency cost almost nothing.
 """
 
 from __future__ import annotations
@@ -37,17 +38,19 @@ from typing import Any
 from airflow_provider_qwen.testing import vocabulary
 from airflow_provider_qwen.testing.app import build_app
 from airflow_provider_qwen.testing.billing import Prices
+from airflow_provider_qwen.testing.control import AgentControls  # script(), chat_requests() ...
 from airflow_provider_qwen.testing.faults import Fault
+from airflow_provider_qwen.testing.scripts import Turn
 from airflow_provider_qwen.testing.state import Charge, ChargeRecord, EmulatorState, LoggedRequest
 
-__all__ = ["Charge", "ChargeRecord", "Fault", "LoggedRequest", "QwenEmulator", "main"]
+__all__ = ["Charge", "ChargeRecord", "Fault", "LoggedRequest", "QwenEmulator", "Turn", "main"]
 
 DEFAULT_API_KEY = "test-key"
 BACKLOG = 4096
 STARTUP_TIMEOUT = 15.0
 
 
-class QwenEmulator:
+class QwenEmulator(AgentControls):
     """The emulator as a context manager: a uvicorn server in a daemon thread on ``host:port``.
 
     ``port=0`` picks a free port. ``prices`` (model -> {"input", "output"} USD per 1M tokens)
@@ -339,10 +342,6 @@ class QwenEmulator:
         """Every request received since the last reset, in arrival order (a snapshot)."""
         return self._state.requests
 
-    def chat_requests(self) -> list[LoggedRequest]:
-        """The chat-completions requests of ``requests``."""
-        return [r for r in self.requests if r.path.endswith("/chat/completions")]
-
     @property
     def charges(self) -> list[Charge]:
         """One per billed answer since the last reset, as reported to the client."""
@@ -358,7 +357,7 @@ class QwenEmulator:
         return sum(c.credits for c in charges), sum((c.usd for c in charges), Decimal(0))
 
     def reset(self) -> None:
-        """Forget requests, charges and queued faults; restore latency, limits and balance."""
+        """Forget requests, charges, queued faults and scripts; restore latency, limits and balance."""
         self._state.reset()
 
     def __repr__(self) -> str:

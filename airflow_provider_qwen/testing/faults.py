@@ -11,7 +11,10 @@ page, as a proxy sends), ``drop`` (close the connection without any answer), ``c
 after ``after_chunks`` stream events; a non-streamed body is cut in half), ``stream_error`` (a chunk
 with an ``error`` key after ``after_chunks`` events; a 500 for a non-streamed request),
 ``bad_json_args`` (tool-call arguments that are not JSON), ``schema_invalid_args`` (JSON arguments
-that break the tool's schema), ``length`` (the answer cut short with ``finish_reason: "length"``).
+that break the tool's schema), ``unknown_tool`` (the call names a function that was not offered),
+``length`` (the answer cut short with ``finish_reason: "length"``). The three tool-call faults
+apply to every call of the answer, agent calls and scripted ones too (``agent_play.py``,
+``scripts.py``).
 ``delay`` applies to every kind; ``chunk_delay`` paces stream events.
 
 Faults that break the reporting, not the answer (the answer is generated and billed as usual):
@@ -44,6 +47,7 @@ FAULT_KINDS = (
     "stream_error",
     "bad_json_args",
     "schema_invalid_args",
+    "unknown_tool",
     "length",
     "no_usage",
     "cut_after_finish",
@@ -135,6 +139,11 @@ class Fault:
     def schema_invalid_args(cls) -> Fault:
         """Tool-call arguments that are JSON but break the tool's parameters schema."""
         return cls("schema_invalid_args")
+
+    @classmethod
+    def unknown_tool(cls) -> Fault:
+        """Tool calls that name a function the request did not offer (``<name>_unoffered``)."""
+        return cls("unknown_tool")
 
     @classmethod
     def length(cls) -> Fault:

@@ -5,9 +5,9 @@ gets two fixtures:
 
 - ``qwen_emulator_server`` (session scope): one emulator on a free 127.0.0.1 port, started on first
   use and stopped at the end of the session. Key ``test-key``.
-- ``qwen_emulator`` (function scope): that same emulator, reset (no logged requests, charges or
-  queued faults; default latency, concurrency limit and balance), with ``AIRFLOW_CONN_QWEN_DEFAULT``
-  set for the test so the ``qwen_default`` connection points at it.
+- ``qwen_emulator`` (function scope): that same emulator, reset (no logged requests, charges,
+  queued faults or scripted turns; default latency, concurrency limit and balance), with
+  ``AIRFLOW_CONN_QWEN_DEFAULT`` set for the test so the ``qwen_default`` connection points at it.
 
 A DAG test of your own::
 

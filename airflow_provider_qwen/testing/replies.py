@@ -28,7 +28,7 @@ from airflow_provider_qwen.testing.responses import (
 )
 from airflow_provider_qwen.testing.state import Charge, EmulatorState, LoggedRequest
 
-SHAPING_FAULTS = frozenset({"bad_json_args", "schema_invalid_args", "length"})
+SHAPING_FAULTS = frozenset({"bad_json_args", "schema_invalid_args", "unknown_tool", "length"})
 CUT_FAULTS = frozenset({"cut_stream", "cut_after_finish"})
 MESSAGES = {
     401: "Unauthorized: a valid API key is required (Authorization: Bearer <key>)",
@@ -102,10 +102,24 @@ def answer(
     *,
     prompt_tokens: int,
 ) -> Planned:
-    """Generate the answer, its charge (none if the stream is to fail) and its JSON or stream shape."""
+    """Generate the answer, its charge (none if the stream is to fail) and its JSON or stream shape.
+
+    The request's script (``entry.script``) gives the turn to play when it has one queued; it is
+    taken here, after every refusal and failure fault, so only an answered request uses a turn.
+    """
     kinds = {f.kind: f for f in faults}
     shaping = next((k for k in kinds if k in SHAPING_FAULTS), None)
-    planned = answers.plan_answer(body, fault_kind=shaping, prompt_tokens=prompt_tokens)
+    taken = state.scripts.take(entry.script)
+    try:
+        planned = answers.plan_answer(
+            body, fault_kind=shaping, prompt_tokens=prompt_tokens, turn=taken[0] if taken else None
+        )
+    except Exception:
+        if taken:
+            state.scripts.give_back(entry.script, taken[0])  # refused (400): the turn stays queued
+        raise
+    entry.script_turn = taken[1] if taken else None
+    entry.reply = assistant_message(planned)
     model = str(body["model"])
     credits, usd = answers.bill(model, planned, state.prices)
     stream = bool(body.get("stream"))
@@ -178,14 +192,8 @@ def stream_response(
     )
 
 
-def json_response(
-    state: EmulatorState,
-    body: Mapping[str, Any],
-    entry: LoggedRequest,
-    planned: answers.Answer,
-    cost: tuple[int, Decimal],
-    kinds: Mapping[str, Fault],
-) -> BodyResponse:
+def assistant_message(planned: answers.Answer) -> dict[str, Any]:
+    """The ``message`` of a non-streamed answer (also what the request log keeps as ``reply``)."""
     message: dict[str, Any] = {"role": "assistant", "content": planned.content, "refusal": None}
     if planned.reasoning is not None:
         message["reasoning_content"] = planned.reasoning
@@ -194,10 +202,21 @@ def json_response(
             {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
             for c in planned.tool_calls
         ]
+    return message
+
+
+def json_response(
+    state: EmulatorState,
+    body: Mapping[str, Any],
+    entry: LoggedRequest,
+    planned: answers.Answer,
+    cost: tuple[int, Decimal],
+    kinds: Mapping[str, Fault],
+) -> BodyResponse:
     top = _top_logprobs(body)
     choice = {
         "index": 0,
-        "message": message,
+        "message": assistant_message(planned),
         "finish_reason": planned.finish_reason,
         "logprobs": None if top is None else answers.logprobs(planned.content, top),
     }

@@ -1,4 +1,4 @@
-"""The emulator's mutable state: settings, fault queue, request log, charges; safe across threads.
+"""The emulator's mutable state: settings, fault and script queues, request log, charges; thread-safe.
 
 The server's event loop writes it while the test thread reads it, so every access takes a lock and
 readers get snapshots.
@@ -23,6 +23,7 @@ from typing import Any
 from airflow_provider_qwen.testing.billing import Prices
 from airflow_provider_qwen.testing.faults import Fault
 from airflow_provider_qwen.testing.limits import RandomRefusals, RateWindow, retry_after_header
+from airflow_provider_qwen.testing.scripts import ScriptBook
 
 
 @dataclass
@@ -34,7 +35,11 @@ class LoggedRequest:
     ``status`` the answer's status (None for a dropped connection); ``client_request_id`` the valid
     ``X-Client-Request-Id`` (an invalid one is dropped, as the service does); ``inference_id`` the
     ``x-inference-id`` of the answer; ``fault`` the kinds of the faults it took, comma-separated;
-    ``peer`` the client's ``host:port``, one per connection (requests on a kept-alive one share it).
+    ``peer`` the client's ``host:port``, one per connection (requests on a kept-alive one share it);
+    ``script`` the ``X-Emulator-Script`` id it carried and ``script_turn`` the number of the scripted
+    turn it played (1 for a script's first; None when it played none); ``reply`` the assistant
+    message it was answered with (``content``, ``tool_calls``, ``reasoning_content`` as sent; None
+    for a request that got no generated answer). ``messages`` are the messages it sent.
     """
 
     method: str
@@ -48,10 +53,19 @@ class LoggedRequest:
     inference_id: str | None = None
     fault: str | None = None
     peer: str | None = None
+    script: str | None = None
+    script_turn: int | None = None
+    reply: dict[str, Any] | None = None
 
     @property
     def stream(self) -> bool:
         return isinstance(self.body, Mapping) and bool(self.body.get("stream"))
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """The ``messages`` of the body ([] when it had none)."""
+        messages = self.body.get("messages") if isinstance(self.body, Mapping) else None
+        return [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
 
 
 @dataclass(frozen=True)
@@ -147,6 +161,7 @@ class EmulatorState:
         self._charges: list[Charge] = []
         self._log: list[ChargeRecord] = []
         self._faults: deque[Fault] = deque()
+        self.scripts = ScriptBook()  # scripted turns per script id (scripts.py)
         self._spent = Decimal(0)
         self.in_flight = 0  # chat completions between admission and their last byte
         self.generating = 0  # of them, those still generated (what the concurrency cap counts)
@@ -158,6 +173,7 @@ class EmulatorState:
             self._charges.clear()
             self._log.clear()
             self._faults.clear()
+            self.scripts.clear(everything=True)
             self._spent = Decimal(0)
             self._restore()
             self.peak_in_flight = self.in_flight
