@@ -17,6 +17,10 @@ structured content). Scripted turns bypass it (``scripts.py``).
   after it. Each mention is one call: a name written twice is called twice ("get_weather for
   Paris, then get_weather again for Rome"), the second time in a later answer, after the first
   call's result came back (the model wanting a tool again).
+- **Arguments.** When the prompt writes them out, a JSON object within ``SPELLED_GAP`` characters
+  after the tool's name that is valid for its schema ("call sql_query with {"query": "SELECT
+  ..."}"), the call sends exactly that (the one after the k-th mention for the k-th call, else the
+  first spelled out); otherwise they are generated from the schema and the prompt (``values.py``).
 - **Calls.** The calls still owed are the mentions not yet answered: a tool's answered count is the
   number of tool messages after the latest user message whose ``tool_call_id`` is the id of an
   assistant call of that tool. With ``parallel_tool_calls`` absent or true, one answer calls every
@@ -33,14 +37,18 @@ structured content). Scripted turns bypass it (``scripts.py``).
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_provider_qwen.testing.values import SchemaValues
+
 RESULT_SENTENCES = 2
 RESULT_CHARS = 240
+SPELLED_GAP = 40  # characters between a tool's name and the JSON arguments the prompt writes for it
 WORD = "A-Za-z0-9_-"
 
 
@@ -93,13 +101,43 @@ def latest_user_index(messages: Sequence[Mapping[str, Any]]) -> int:
     return -1
 
 
-def mentions(text: str, names: Sequence[str]) -> list[str]:
-    """Every whole-word occurrence of one of ``names`` in ``text``, in order of position."""
-    found: list[tuple[int, str]] = []
+def mention_spans(text: str, names: Sequence[str]) -> list[tuple[int, int, str]]:
+    """``(start, end, name)`` of every whole-word occurrence of one of ``names``, by position."""
+    found: list[tuple[int, int, str]] = []
     for name in dict.fromkeys(names):
         pattern = re.compile(rf"(?<![{WORD}]){re.escape(name)}(?![{WORD}])", re.IGNORECASE)
-        found += [(match.start(), name) for match in pattern.finditer(text)]
-    return [name for _, name in sorted(found)]
+        found += [(match.start(), match.end(), name) for match in pattern.finditer(text)]
+    return sorted(found)
+
+
+def mentions(text: str, names: Sequence[str]) -> list[str]:
+    """Every whole-word occurrence of one of ``names`` in ``text``, in order of position."""
+    return [name for _, _, name in mention_spans(text, names)]
+
+
+def spelled_arguments(
+    text: str, name: str, occurrence: int, parameters: Mapping[str, Any] | None
+) -> str | None:
+    """The arguments the prompt writes out for a call: a JSON object within ``SPELLED_GAP``
+    characters after a mention of ``name`` ("call sql_query with {"query": "SELECT ..."}") that is
+    valid for ``parameters``. The one after the ``occurrence``-th mention (0 for the first) first,
+    else the first one after any mention; None when the prompt spells out none."""
+    schema = parameters if parameters else {"type": "object", "properties": {}}
+    found: list[str] = []
+    for _, end, _ in mention_spans(text, [name]):
+        start = text.find("{", end, end + SPELLED_GAP + 1)
+        value: Any = None
+        ok = False
+        try:
+            if start >= 0:
+                value = json.JSONDecoder(strict=False).raw_decode(text, start)[0]  # a line break in a string
+            ok = isinstance(value, dict) and SchemaValues(schema, text).is_valid(value)
+        except Exception:  # not JSON, or a schema that cannot be checked: nothing spelled out here
+            ok = False
+        found.append(json.dumps(value, ensure_ascii=False) if ok else "")
+    if occurrence < len(found) and found[occurrence]:
+        return found[occurrence]
+    return next((f for f in found if f), None)
 
 
 def tool_results(messages: Sequence[Mapping[str, Any]], since: int) -> list[tuple[str, str]]:
@@ -191,7 +229,12 @@ def plan_move(body: Mapping[str, Any], summarize: Callable[..., str]) -> Move:
     if not owed:
         return Move(content=results_text(results, summarize))
     by_name = {str(f.get("name")): f for f in functions}
-    return Move(calls=_calls([by_name[name] for name in owed]))
+    calls = []
+    for name in owed:
+        parameters = by_name[name].get("parameters")
+        spelled = spelled_arguments(question, name, answered.get(name, 0), parameters)
+        calls.append(PlannedCall(name, parameters, spelled))
+    return Move(calls=calls)
 
 
 def unknown_name(name: str, offered: Sequence[str]) -> str:

@@ -154,3 +154,26 @@ def test_scripted_reasoning_is_shown_and_billed():
     )
     assert hidden.reasoning is None
     assert hidden.reasoning_tokens > 0
+
+
+CITY = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+
+
+def test_arguments_the_prompt_spells_out_are_sent_per_mention():
+    text = 'Call get_weather with {"city": "Paris"}, then get_weather with {"city": "Rome"}.'
+    assert agent_play.spelled_arguments(text, "get_weather", 0, CITY) == '{"city": "Paris"}'
+    assert agent_play.spelled_arguments(text, "get_weather", 1, CITY) == '{"city": "Rome"}'
+    once = 'Use get_weather to check. For example get_weather with {"city":\n"Oslo"}.'
+    assert agent_play.spelled_arguments(once, "get_weather", 0, CITY) == '{"city": "Oslo"}'
+    assert agent_play.spelled_arguments('get_weather with {"town": "Oslo"}', "get_weather", 0, CITY) is None
+    assert agent_play.spelled_arguments('get_weather with {"city": ', "get_weather", 0, CITY) is None
+
+
+def test_an_agent_call_uses_the_spelled_out_arguments_of_its_mention():
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": CITY}}]
+    text = 'Call get_weather with {"city": "Paris"}, then get_weather with {"city": "Rome"}.'
+    first = plan_answer({**body(user(text)), "tools": tools}, prompt_tokens=1)
+    assert [(c.name, c.arguments) for c in first.tool_calls] == [("get_weather", '{"city": "Paris"}')]
+    history = body(user(text), calls(("c1", "get_weather")), result("c1", "Sunny."))
+    second = plan_answer({**history, "tools": tools}, prompt_tokens=1)
+    assert [(c.name, c.arguments) for c in second.tool_calls] == [("get_weather", '{"city": "Rome"}')]
