@@ -106,3 +106,26 @@ def cost_journal(context: Mapping[str, Any] | None) -> CostJournal:
             f"the Qwen cost journal folder under [qwen] storage_base cannot be made: {exc}"
         ) from None
     return CostJournal(FolderStore(folder))
+
+
+def agent_journal(context: Mapping[str, Any]) -> Any:
+    """The agent journal of the task instance running in ``context``: in Airflow's task state store
+    when the context has one, else as files in the task's storage folder (``agent/``); a
+    ``MemoryJournal`` outside a real task run (nothing to resume)."""
+    from airflow_provider_qwen.agent.journal import MemoryJournal
+    from airflow_provider_qwen.agent.stores import FolderJournal, JournalStoreError, StateStoreJournal
+
+    ti = context.get("ti")
+    if not all(isinstance(getattr(ti, name, None), str) for name in ("dag_id", "run_id", "task_id")):
+        return MemoryJournal()
+    accessor = context.get("task_state_store")
+    if accessor is not None and callable(getattr(accessor, "get", None)):
+        return StateStoreJournal(accessor)
+    try:
+        folder = task_folder(context) / "agent"
+        folder.mkdir(parents=True, exist_ok=True)
+    except Exception as exc:
+        raise JournalStoreError(
+            f"the agent journal folder under [qwen] storage_base cannot be made: {exc}"
+        ) from None
+    return FolderJournal(folder)

@@ -14,10 +14,7 @@ DEFAULT_MAX_RESULT_BYTES = 20_000
 
 def result_text(value: Any, max_bytes: int = DEFAULT_MAX_RESULT_BYTES) -> str:
     """``value`` as the text of a tool message: a str as is, anything else as JSON; bounded."""
-    if isinstance(value, str):
-        text = value
-    else:
-        text = json.dumps(value, ensure_ascii=False, default=_fallback)
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=_fallback)
     return bound_text(text, max_bytes)
 
 

@@ -101,8 +101,9 @@ def _airflow_imports(name: str) -> list[str]:
     ]
 
 
-def test_the_client_the_cost_package_and_calls_import_no_airflow():
-    layers = [m for m in MODULES if m.startswith((f"{ROOT}.client", f"{ROOT}.cost")) or m == f"{ROOT}.calls"]
+def test_the_client_the_cost_package_the_agent_and_calls_import_no_airflow():
+    prefixes = (f"{ROOT}.client", f"{ROOT}.cost", f"{ROOT}.agent")
+    layers = [m for m in MODULES if m.startswith(prefixes) or m == f"{ROOT}.calls"]
     assert len(layers) > 15
     assert {m: _airflow_imports(m) for m in layers if _airflow_imports(m)} == {}
 
