@@ -86,6 +86,10 @@ def configure_airflow(home: Path, dags_folder: Path, connection_json: str) -> No
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
             "AIRFLOW_CONN_QWEN_DEFAULT": connection_json,
+            # the agent example's database (dags/agent_report.py)
+            "AIRFLOW_CONN_QWEN_AGENT_REPORT_DB": json.dumps(
+                {"conn_type": "sqlite", "host": str(home / "agent.db")}
+            ),
         }
     )
 

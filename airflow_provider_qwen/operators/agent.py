@@ -54,6 +54,7 @@ class QwenAgentOperator(QwenBaseOperator):
     :param approval_timeout: how long to wait for a person (a ``timedelta``); past it the calls
         are rejected and the model told so. None: no limit.
     :param fail_on_truncation: fail when an answer was cut at the token limit (default: warn).
+    :param parallel_tool_calls: False asks the model for one call per answer (None: its default).
 
     Every parameter of :class:`QwenBaseOperator` applies (prompt files, generation parameters,
     ``max_cost_usd``, ``dag_run_budget_usd``). ``return_value`` is the answer; ``qwen_agent`` the
@@ -75,6 +76,7 @@ class QwenAgentOperator(QwenBaseOperator):
         tool_approval: Callable[[Tool, Mapping[str, Any]], bool] | None = None,
         approval_timeout: timedelta | None = None,
         fail_on_truncation: bool = False,
+        parallel_tool_calls: bool | None = None,
         **kwargs: Any,
     ) -> None:
         from airflow_provider_qwen.agent import as_tools
@@ -96,7 +98,10 @@ class QwenAgentOperator(QwenBaseOperator):
             raise TypeError(f"approval_timeout={approval_timeout!r}: give a datetime.timedelta or None")
         self.approval_timeout = approval_timeout
         self.fail_on_truncation = fail_on_truncation
+        self.parallel_tool_calls = parallel_tool_calls
         self.check_flags(fail_on_truncation=fail_on_truncation)
+        if parallel_tool_calls is not None:
+            self.check_flags(parallel_tool_calls=parallel_tool_calls)
         self._agent_loop(send=None, context=None)  # the loop's own checks, at parse time
         self.validate_static_parameters()
 
@@ -179,6 +184,8 @@ class QwenAgentOperator(QwenBaseOperator):
         overrides: dict[str, Any] = {}
         if tools:
             overrides = {"tools": tools, "tool_choice": tool_choice}
+            if self.parallel_tool_calls is not None:
+                overrides["parallel_tool_calls"] = self.parallel_tool_calls
         return self.build_request(messages, **overrides)
 
     # -- approval -----------------------------------------------------------------------------

@@ -187,6 +187,9 @@ def _environment(home: Path, port: int, emulator: Any) -> dict[str, str]:
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
             "AIRFLOW_CONN_QWEN_DEFAULT": emulator.conn_json(),
+            "AIRFLOW_CONN_QWEN_AGENT_REPORT_DB": json.dumps(
+                {"conn_type": "sqlite", "host": str(home / "agent.db")}
+            ),
             "PYTHONUNBUFFERED": "1",
         }
     )
