@@ -180,7 +180,7 @@ class AdaptiveLimiter:
         now = self._clock()
         self.window.answered(start.bucket, tokens, completion, start.estimate)
         if start.estimate:
-            self.sizes.admitted(start.seen.tokens + start.estimate)
+            self.sizes.admitted(start.seen.tokens + start.estimate, start.seen.tokens)
         self.fit.add(start.level, True, admitted)
         self.storms.succeeded(ticket)
         self._last_ok_at = now
@@ -302,7 +302,8 @@ class AdaptiveLimiter:
         if self.fit.explains(level):
             self.fit.add(level, False)
             return CONCURRENCY
-        tokens = self.sizes.refused(start.seen.tokens + start.estimate if start.estimate else 0)
+        held = start.seen.tokens + start.estimate if start.estimate else 0
+        tokens = self.sizes.refused(held, start.seen.tokens)
         if tokens is not None:  # large requests refused above what the window held with others
             self.gate.learn_tokens(now, tokens)
             return RATE

@@ -9,6 +9,12 @@ carries its token estimate (the prompt counted, ``request_tokens``), so the limi
 window held with each request (``held``, its own tokens included). A token limit is found once
 ``REFUSED_MIN`` requests were refused above the most the window held with one admitted: the limit
 is that most (proven: the server took it), and the rate gate keeps starts under it.
+
+A refusal counts only when the window held no more before it than before some admitted request
+(``before``), and its own size put it clearly above the most admitted: in the first window the
+window only grows, so any 429 (a random one too) comes with more tokens in it than any answered
+request saw, and with requests of one size that alone would "find" a token limit (30% random 429s
+made one, and a batch 18 times slower).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 REFUSED_MIN = 3
 REPEATS = 0.3  # share of "random" 429s that hit a request refused before, that means sizes matter
 REPEATS_MIN = 5
+SIZE_MARGIN = 0.1  # a refused request is "large" when it held this share of its own size more
 
 
 class SizeWatch:
@@ -24,6 +31,7 @@ class SizeWatch:
     def __init__(self) -> None:
         self.sizing = False  # starts carry token estimates
         self._admitted = 0  # the most the window held with a request the server took
+        self._admitted_before = 0  # the most the window held before a request the server took
         self._refused = 0  # refusals above that, since the last limit found
         self._random = 0  # 429s taken for random
         self._repeats = 0  # of them, of requests refused before
@@ -36,15 +44,25 @@ class SizeWatch:
         if self._repeats >= REPEATS_MIN and self._repeats >= REPEATS * self._random:
             self.sizing = True
 
-    def admitted(self, held: int) -> None:
-        if self.sizing and held > self._admitted:
+    def admitted(self, held: int, before: int | None = None) -> None:
+        """A request the server took with ``held`` tokens in the window, its own included
+        (``before``: without them)."""
+        if not self.sizing:
+            return
+        if before is not None:
+            self._admitted_before = max(self._admitted_before, before)
+        if held > self._admitted:
             self._admitted = held
             self._refused = 0
 
-    def refused(self, held: int) -> int | None:
+    def refused(self, held: int, before: int | None = None) -> int | None:
         """A request refused with ``held`` tokens in the window (its own included, 0 if not
-        counted); returns a token limit once the refusals show one, else None."""
+        counted; ``before``: without them); returns a token limit once the refusals show one."""
         if not self.sizing or held <= 0 or not self._admitted or held <= self._admitted:
+            return None
+        if before is not None and (
+            before > self._admitted_before or held - self._admitted <= SIZE_MARGIN * (held - before)
+        ):  # the window was fuller than any admitted request saw, or it was no larger than those
             return None
         self._refused += 1
         if self._refused < REFUSED_MIN:

@@ -1,0 +1,50 @@
+"""The rate-limit learning against a hostile server and a hostile user, in virtual time.
+
+Each test is a way found to fool the limiter (a limit learned from nothing, a batch stalled or
+spinning, a bad argument reaching the first request, a report that says what did not happen); it
+fails without the fix it names. Whole batches run through ``RateLimitedSender`` against the
+scripted ``Server`` of test_limits_batch.py on its virtual clock, so they take milliseconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from airflow_provider_qwen.batch.limits_sizes import SizeWatch
+from tests.unit.batch.test_limits_batch import Server, batch, ideal
+
+
+@pytest.fixture(autouse=True)
+def counted_tokens(mocker: Any) -> Any:
+    """Requests are (prompt tokens, completion tokens), or None for (40, 10)."""
+    return mocker.patch(
+        "airflow_provider_qwen.client.tokens.request_tokens",
+        side_effect=lambda request: request[0] if isinstance(request, tuple) else 40,
+    )
+
+
+# -- random 429s taken for a token limit ----------------------------------------------------------
+
+
+def test_a_growing_first_window_is_no_token_limit():
+    """In the first window the window only grows: a later 429 always saw more tokens than any
+    answered request did. With one size that is no sign of size mattering."""
+    watch = SizeWatch()
+    watch.sizing = True
+    watch.admitted(1050, 1000)
+    assert [watch.refused(1050 + 50 * n, 1000 + 50 * n) for n in range(1, 6)] == [None] * 5
+    # a large one refused with the window no fuller than a small one passed: that is evidence
+    assert [watch.refused(1600, 990) for _ in range(3)] == [None, None, 1050]
+
+
+def test_heavy_random_429s_with_one_size_requests_learn_no_token_limit():
+    """30% random 429s, no limit at all: the same requests are refused again and again, so
+    sizes are watched; they were then taken for a token limit at what the growing window held,
+    and the batch ran 18 times slower than the ideal."""
+    seconds, sender, _, _ = batch(Server(random_429=0.3), 600, max_concurrency=32)
+    limits = sender.learned()["limits"]
+    assert limits["tokens_per_minute"] is None
+    assert limits["requests_per_minute"] is None
+    assert seconds <= 6 * ideal(600, 32)
