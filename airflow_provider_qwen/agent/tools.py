@@ -60,12 +60,15 @@ class ToolContext:
     turn: int
     call_id: str
     airflow_context: Any = field(default=None, repr=False, compare=False)
+    dag_id: str | None = None  # run ids repeat across DAGs (``manual__<time>``): part of the key
 
     @property
     def idempotency_key(self) -> str:
         """The same for every try of the task that runs this call (a retry replays the journaled
-        answer, so the call id holds): 64 hex digits of run, task, map index, turn and call id."""
+        answer, so the call id holds): 64 hex digits of DAG, run, task, map index, turn and call id."""
         parts = [self.run_id, self.task_id, self.map_index, self.turn, self.call_id]
+        if self.dag_id is not None:
+            parts.insert(0, self.dag_id)
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 

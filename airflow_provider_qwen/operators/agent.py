@@ -235,7 +235,9 @@ class QwenAgentOperator(QwenBaseOperator):
         from airflow_provider_qwen.storage import task_folder
 
         ti = context["ti"]
-        path = task_folder(context) / "agent" / f"transcript-try-{getattr(ti, 'try_number', 0)}.json"
+        folder = task_folder(context) / "agent"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"transcript-try-{getattr(ti, 'try_number', 0)}.json"
         path.write_text(result.transcript.to_json())
         return str(path)
 
@@ -283,6 +285,7 @@ def tool_context_factory(context: Context | None) -> Callable[[int, str], ToolCo
             turn=turn,
             call_id=call_id,
             airflow_context=context,
+            dag_id=getattr(ti, "dag_id", None),
         )
 
     return make

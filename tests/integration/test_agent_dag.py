@@ -70,9 +70,7 @@ def test_the_agent_report_dag_queries_the_database_and_reports_from_the_rows(
     assert cost["requests"] == 2
     assert cost["credits_used"] == credits
     assert Decimal(cost["usd_spent"]) == usd
-    assert [Decimal(t["usd_spent"]) for t in summary["per_turn"]] == [
-        c.usd for c in qwen_emulator.charges
-    ]
+    assert [Decimal(t["usd_spent"]) for t in summary["per_turn"]] == [c.usd for c in qwen_emulator.charges]
 
 
 def test_the_read_only_sql_tool_refuses_a_write_and_the_model_hears_why(run_dag, qwen_emulator, sales_db):
@@ -168,3 +166,47 @@ def test_a_kill_during_turn_3_then_a_retry_neither_pays_nor_runs_turns_1_and_2_a
         "step_three",
     ]
     assert outcome["xcom"]["qwen_cost"]["requests"] == 2  # this try paid two turns; try 1 never finished
+
+
+def test_parallel_calls_run_side_by_side_and_an_output_model_is_validated(run_dag, qwen_emulator):
+    from pydantic import BaseModel
+
+    from airflow_provider_qwen.operators import QwenAgentOperator
+
+    class Weather(BaseModel):
+        city: str
+        summary: str
+
+    def get_weather(city: str) -> str:
+        """Today's weather of a city."""
+        return f"Sunny in {city}."
+
+    async def get_time(city: str) -> str:
+        """The local time of a city."""
+        return f"It is 14:05 in {city}."
+
+    with DAG("qwen_agent_parallel", schedule=None, start_date=pendulum.datetime(2025, 1, 1, tz="UTC")) as dag:
+        QwenAgentOperator(
+            task_id="agent",
+            prompt='Use get_weather with {"city": "Oslo"} and get_time with {"city": "Oslo"}.',
+            tools=[get_weather, get_time],
+            output_model=Weather,
+            max_completion_tokens=400,
+        )
+
+    result = run_dag(dag)
+
+    assert result.state == "success", result.task_states
+    bodies = _chat_bodies(qwen_emulator)
+    for body in bodies:
+        assert_valid_request(body)
+    (first_answer,) = [m for m in bodies[1]["messages"] if m["role"] == "assistant"]
+    assert [c["function"]["name"] for c in first_answer["tool_calls"]] == ["get_weather", "get_time"]
+    results = {m["tool_call_id"]: m["content"] for m in bodies[1]["messages"] if m["role"] == "tool"}
+    assert sorted(results.values()) == ["It is 14:05 in Oslo.", "Sunny in Oslo."]
+    assert bodies[-1]["tool_choice"] == {"type": "function", "function": {"name": "Weather"}}
+    value = result.xcom("agent")
+    assert set(value) == {"city", "summary"}  # validated against the model
+    summary = result.xcom("agent", "qwen_agent")
+    assert summary["turns"] == len(bodies)
+    assert result.xcom("agent", "qwen_cost")["requests"] == len(bodies)

@@ -224,5 +224,6 @@ def test_the_idempotency_key_holds_over_tries_and_differs_per_call():
         ToolContext("run-1", "agent", 3, 1, 3, "call-9"),
         ToolContext("run-1", "agent", 2, 1, 4, "call-9"),
         ToolContext("run-1", "agent", 2, 1, 3, "call-8"),
+        ToolContext("run-1", "agent", 2, 1, 3, "call-9", dag_id="another_dag"),
     ]
-    assert len({c.idempotency_key for c in [first, *others]}) == 6
+    assert len({c.idempotency_key for c in [first, *others]}) == 7

@@ -253,3 +253,21 @@ def test_bad_tools_and_limits_fail_when_the_dag_is_parsed(ran):
         _agent(ran, max_turns=0)
     with pytest.raises(TypeError, match="approval_timeout"):
         _agent(ran, approval_timeout=30)
+
+
+def test_a_long_transcript_goes_to_storage_and_xcom_carries_its_path(mocker, storage, ran, monkeypatch):
+    from airflow_provider_qwen.operators import agent as agent_module
+
+    monkeypatch.setattr(agent_module, "SUMMARY_XCOM_MAX_BYTES", 200)
+    with_client(mocker, QwenBaseOperator, TURN_1, TURN_2, FINAL)
+    dag, op = _agent(ran)
+    ti = FakeRun("agent_dag").ti("agent")
+    _run(op, ti, dag, state=FakeStateStore())
+
+    summary = ti.pushed["qwen_agent"]
+    assert "per_turn" not in summary
+    assert summary["turns"] == 3
+    from airflow.sdk import ObjectStoragePath
+
+    stored = json.loads(ObjectStoragePath(summary["transcript_path"]).read_text())
+    assert len(stored["turns"]) == 3
