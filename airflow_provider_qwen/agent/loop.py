@@ -228,7 +228,10 @@ class AgentLoop:
         started = time.monotonic()
         completion = await self.send(request)
         index = len(transcript.turns) + 1
-        turn = Turn.from_completion(index, completion, duration_s=time.monotonic() - started, kind=kind)
+        taken = [c["id"] for t in transcript.turns for c in t.tool_calls]
+        turn = Turn.from_completion(
+            index, completion, duration_s=time.monotonic() - started, kind=kind, taken=taken
+        )
         self.journal.append(answer_event(turn))
         transcript.turns.append(turn)
         what = (

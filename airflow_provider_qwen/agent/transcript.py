@@ -10,7 +10,8 @@ such field (docs/protocol.md, "Response").
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, cast, get_args
@@ -25,6 +26,7 @@ __all__ = ["OUTCOMES", "Outcome", "ToolCallRecord", "Transcript", "Turn", "TurnK
 Outcome = Literal["ok", "error", "timeout", "unknown_tool", "invalid_arguments", "rejected"]
 OUTCOMES: frozenset[str] = frozenset(get_args(Outcome))
 TurnKind = Literal["agent", "output"]
+_CALL_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _SHOWN = 200  # characters of arguments in a summary or a log line
 
 
@@ -105,14 +107,28 @@ class Turn:
 
     @classmethod
     def from_completion(
-        cls, index: int, completion: ChatCompletion, *, duration_s: float = 0.0, kind: TurnKind = "agent"
+        cls,
+        index: int,
+        completion: ChatCompletion,
+        *,
+        duration_s: float = 0.0,
+        kind: TurnKind = "agent",
+        taken: Collection[str] = (),
     ) -> Turn:
-        """The turn of an answer; a call without an id, or with the id of an earlier call of the
-        answer, gets a stand-in unique in the run (a tool message must name the call it answers)."""
+        """The turn of an answer. A call id must be unique in the run (a tool message names the call
+        it answers; journal records and a person's decisions are keyed by it): a call without an id,
+        with the id of an earlier call (``taken``: the ids of the earlier turns) or of the answer,
+        or with one that is not a short plain token (Markdown, control characters: it is shown on
+        the approval page and in the log) gets a stand-in."""
         calls: list[dict[str, Any]] = []
+        used = set(taken)
         for number, call in enumerate(completion.tool_calls):
-            taken = {c["id"] for c in calls}
-            call_id = call.id if call.id and call.id not in taken else f"call_{index}_{number}"
+            call_id = call.id if call.id and _CALL_ID.fullmatch(call.id) and call.id not in used else None
+            suffix = 0
+            while call_id is None or call_id in used:
+                call_id = f"call_{index}_{number}" + (f"_{suffix}" if suffix else "")
+                suffix += 1
+            used.add(call_id)
             function = {"name": call.function.name, "arguments": call.function.arguments}
             calls.append({"id": call_id, "type": "function", "function": function})
         message: dict[str, Any] = {"role": "assistant", "content": completion.content}
