@@ -88,6 +88,9 @@ class AgentLoop:
 
     A journal of another prompt or other tools is refused (JournalMismatchError) unless
     ``on_journal_mismatch="restart"``: see ``agent/journal.py``.
+
+    ``redact(text)`` scrubs every tool result before it is journaled, logged or sent: a result or
+    error that holds a secret (a repr with a key, a driver error with a DSN) carries ``***``.
     """
 
     def __init__(
@@ -111,6 +114,7 @@ class AgentLoop:
         approve: Approve | None = None,
         spent: Callable[[], Any] | None = None,
         on_journal_mismatch: OnMismatch = "fail",
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         self.send = send
         self.build_request = build_request
@@ -149,6 +153,7 @@ class AgentLoop:
             max_result_bytes=self.max_result_bytes,
             tool_approval=tool_approval,
             approve=approve,
+            redact=redact,
         )
 
     # -- the run ---------------------------------------------------------------------------

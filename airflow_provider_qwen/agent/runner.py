@@ -57,6 +57,7 @@ class CallRunner:
         max_result_bytes: int,
         tool_approval: ApprovalPolicy | None,
         approve: Approve | None,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         self.tools = tools
         self.journal = journal
@@ -67,6 +68,7 @@ class CallRunner:
         self.max_result_bytes = max_result_bytes
         self.tool_approval = tool_approval
         self.approve = approve
+        self.redact = redact
 
     async def run(self, turn: Turn, state: Replayed) -> None:
         """Every unfinished call of ``turn``, side by side (at most ``max_parallel_tools`` running);
@@ -120,6 +122,9 @@ class CallRunner:
         def record(
             outcome: Outcome, result: str, duration: float = 0.0, note: str | None = None
         ) -> ToolCallRecord:
+            if self.redact is not None:  # a secret in a result (a repr, an error) reaches no one
+                result = self.redact(result)
+                note = self.redact(note) if note is not None else None
             return ToolCallRecord(call_id, name, arguments, outcome, result, duration, note)
 
         found = self.tools.get(name)

@@ -138,7 +138,9 @@ class QwenAgentOperator(QwenBaseOperator):
                 async def send(request: ChatRequest) -> Any:
                     return await calls.asend(request, client, fail_on_truncation=self.fail_on_truncation)
 
-                loop = self._agent_loop(send=send, context=context, spent=lambda: calls.cost.spent_usd)
+                loop = self._agent_loop(
+                    send=send, context=context, spent=lambda: calls.cost.spent_usd, redact=_redactor(client)
+                )
                 return await loop.run(messages, decisions=decisions)
 
         try:
@@ -150,7 +152,12 @@ class QwenAgentOperator(QwenBaseOperator):
         return result.output
 
     def _agent_loop(
-        self, *, send: Any, context: Context | None, spent: Callable[[], Any] | None = None
+        self,
+        *,
+        send: Any,
+        context: Context | None,
+        spent: Callable[[], Any] | None = None,
+        redact: Callable[[str], str] | None = None,
     ) -> Any:
         from airflow_provider_qwen.agent import AgentLoop, MemoryJournal
         from airflow_provider_qwen.storage import agent_journal
@@ -165,6 +172,7 @@ class QwenAgentOperator(QwenBaseOperator):
             output_model=self.output_model,
             tool_approval=self.tool_approval,
             spent=spent,
+            redact=redact,
             **self.loop_options,
         )
 
@@ -268,6 +276,21 @@ def approval_body(pending: Sequence[PendingCall]) -> str:
         heading = f"### {call.name} (turn {call.turn}, call `{call.call_id}`)"
         parts.append(f"{heading}{about}\n\n```json\n{arguments}\n```")
     return "\n\n".join(parts)
+
+
+def _redactor(client: Any) -> Callable[[str], str]:
+    """What scrubs a tool result: Airflow's secrets masker (every connection password and variable
+    the task read, the API key among them), then the client's own scrubber (the key in any form)."""
+    from airflow.sdk.log import redact as airflow_redact
+
+    own = getattr(client, "_redact", None)
+
+    def scrub(text: str) -> str:
+        masked = airflow_redact(text)
+        text = str(masked)
+        return own(text) if callable(own) else text
+
+    return scrub
 
 
 def tool_context_factory(context: Context | None) -> Callable[[int, str], ToolContext]:
