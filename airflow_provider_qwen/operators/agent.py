@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
@@ -31,6 +32,12 @@ REASON_PARAM = "reason"
 REASON_FIELD = {"value": "", "schema": {"type": "string"}, "description": "why (optional)"}
 # The summary goes to XCom whole under this size; above it the transcript goes to storage.
 SUMMARY_XCOM_MAX_BYTES = 48_000
+# Characters that hide or reorder what a person reads on the approval page (bidi overrides,
+# zero-width, control, line separators): shown as JSON escapes. (No line of indented JSON can
+# start with a backtick, so the arguments cannot close their code fence.)
+_UNSEEN = re.compile(
+    r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]"
+)
 
 
 class QwenAgentOperator(QwenBaseOperator):
@@ -96,6 +103,8 @@ class QwenAgentOperator(QwenBaseOperator):
         self.tool_approval = tool_approval
         if approval_timeout is not None and not isinstance(approval_timeout, timedelta):
             raise TypeError(f"approval_timeout={approval_timeout!r}: give a datetime.timedelta or None")
+        if approval_timeout is not None and approval_timeout <= timedelta(0):
+            raise ValueError(f"approval_timeout={approval_timeout!r}: give a positive timedelta, or None")
         self.approval_timeout = approval_timeout
         self.fail_on_truncation = fail_on_truncation
         self.parallel_tool_calls = parallel_tool_calls
@@ -256,12 +265,15 @@ def approval_decision(event: Mapping[str, Any]) -> Decision:
 
     if event.get("timedout") or event.get("error_type") == "timeout":
         return Decision(approved=False, reason="no decision came within approval_timeout")
-    chosen = list(event.get("chosen_options") or [])
-    params = event.get("params_input") or {}
-    reason = str(params.get(REASON_PARAM) or "").strip() or None
+    chosen = event.get("chosen_options")
+    params = event.get("params_input")
+    params = params if isinstance(params, Mapping) else {}  # any other shape: no reason given
+    reason = params.get(REASON_PARAM)
+    reason = (reason.strip() or None) if isinstance(reason, str) else None
     user = event.get("responded_by_user") or {}
     by = str(user.get("name") or user.get("id") or "") or None if isinstance(user, Mapping) else None
-    return Decision(approved=chosen == [APPROVE], reason=reason, by=by)
+    approved = isinstance(chosen, (list, tuple)) and list(chosen) == [APPROVE]  # exactly Approve
+    return Decision(approved=approved, reason=reason, by=by)
 
 
 def approval_body(pending: Sequence[PendingCall]) -> str:
@@ -271,7 +283,8 @@ def approval_body(pending: Sequence[PendingCall]) -> str:
         try:
             arguments = json.dumps(json.loads(call.arguments), indent=2, ensure_ascii=False)
         except ValueError:
-            arguments = call.arguments
+            arguments = json.dumps(call.arguments, ensure_ascii=False)  # one quoted line, fenced
+        arguments = _UNSEEN.sub(lambda m: f"\\u{ord(m.group()):04x}", arguments)
         about = f"\n\n{call.description}" if call.description else ""
         heading = f"### {call.name} (turn {call.turn}, call `{call.call_id}`)"
         parts.append(f"{heading}{about}\n\n```json\n{arguments}\n```")

@@ -3,6 +3,7 @@ events, wrong approval timeouts."""
 
 from __future__ import annotations
 
+import datetime
 import json
 
 import pytest
@@ -59,3 +60,58 @@ def test_a_masked_secret_in_a_tool_result_is_not_journaled_nor_sent(mocker, stor
     assert SECRET not in json.dumps(client.bodies)
     assert SECRET not in json.dumps(ti.pushed, default=str)
     assert "***" in json.dumps(client.bodies[1])
+
+
+@pytest.mark.parametrize(
+    ("event", "approved", "reason"),
+    [
+        ({}, False, None),
+        ({"chosen_options": ["Approve", "Reject"]}, False, None),  # both: not an approval
+        ({"chosen_options": "Approve"}, False, None),  # not a list
+        ({"chosen_options": ["approve"]}, False, None),  # unknown option
+        ({"chosen_options": [None]}, False, None),
+        ({"chosen_options": None, "params_input": None}, False, None),
+        ({"chosen_options": ["Approve"], "params_input": ["x"]}, True, None),
+        ({"chosen_options": ["Approve"], "params_input": "reason"}, True, None),
+        ({"chosen_options": ["Reject"], "params_input": {"reason": {"a": 1}}}, False, None),
+        ({"chosen_options": ["Reject"], "params_input": {"reason": "  too much  "}}, False, "too much"),
+        (
+            {"chosen_options": ["Approve"], "timedout": True},
+            False,
+            "no decision came within approval_timeout",
+        ),
+    ],
+)
+def test_an_approval_event_of_any_shape_is_a_decision(event, approved, reason):
+    from airflow_provider_qwen.operators.agent import approval_decision
+
+    decision = approval_decision(event)
+    assert (decision.approved, decision.reason) == (approved, reason)
+
+
+@pytest.mark.parametrize("timeout", [datetime.timedelta(0), datetime.timedelta(seconds=-5)])
+def test_an_approval_timeout_that_is_not_positive_fails_at_parse_time(timeout):
+    with pytest.raises(ValueError, match="approval_timeout"):
+        QwenAgentOperator(task_id="a", prompt="go", approval_timeout=timeout)
+
+
+@pytest.mark.parametrize("timeout", [60, "1h", 1.5])
+def test_an_approval_timeout_that_is_not_a_timedelta_fails_at_parse_time(timeout):
+    with pytest.raises(TypeError, match="approval_timeout"):
+        QwenAgentOperator(task_id="a", prompt="go", approval_timeout=timeout)
+
+
+def test_the_approval_page_shows_hidden_characters_escaped_and_no_template_rendered():
+    from airflow_provider_qwen.agent import PendingCall
+    from airflow_provider_qwen.operators.agent import approval_body
+
+    arguments = json.dumps({"path": "invoice\u202efdp.exe", "note": "{{ 7*7 }}\u200b\x85"})
+    body = approval_body([PendingCall("c1", "delete_file", arguments, 1, "Delete a file.")])
+
+    for hidden in ("\u202e", "\u200b", "\x85"):
+        assert hidden not in body
+    assert "invoice\\u202efdp.exe" in body
+    assert "{{ 7*7 }}" in body
+    assert "49" not in body
+    fenced = body.split("```json\n", 1)[1].split("\n```", 1)[0]
+    assert json.loads(fenced) == json.loads(arguments)  # still the exact arguments
