@@ -138,6 +138,12 @@ def replay(
     Raises JournalMismatchError for a journal of another prompt or other tools (``"fail"``), or a
     journal that does not read as one run (events out of order, an unknown version).
     """
+    odd = next((i for i, e in enumerate(events, start=1) if not isinstance(e, Mapping)), None)
+    if odd is not None:
+        raise JournalMismatchError(
+            f"the agent journal's event {odd} is {type(events[odd - 1]).__name__}, not an event: the journal "
+            "was edited or damaged. Clear the task's state (or its storage folder) to start over"
+        )
     last = max((i for i, e in enumerate(events) if e.get("type") == "start"), default=None)
     if last is None:
         if events:
@@ -153,9 +159,42 @@ def replay(
             return None
         raise JournalMismatchError(_mismatch(found, start, events[last + 1 :]))
     state = Replayed(Transcript.start(messages))
-    for event in events[last + 1 :]:
-        _apply(state, event)
+    for number, event in enumerate(events[last + 1 :], start=last + 2):
+        try:
+            _apply(state, event)
+        except JournalMismatchError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # edited or torn by hand
+            what = event.get("type")
+            raise JournalMismatchError(
+                f"the agent journal's event {number} ({what!r}) is malformed ({type(exc).__name__}: "
+                f"{str(exc)[:200]}): the journal was edited or damaged. Clear the task's state (or its "
+                "storage folder) to start over; every turn is paid again"
+            ) from None
     return state
+
+
+def _check_turn(turn: Turn) -> None:
+    """A journaled answer has the shape the loop wrote: text or None, calls with ids and names."""
+    content = turn.message.get("content")
+    if content is not None and not isinstance(content, str):
+        raise TypeError(f"turn {turn.index}: content is {type(content).__name__}")
+    calls = turn.message.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise TypeError(f"turn {turn.index}: tool_calls is {type(calls).__name__}")
+    ids = []
+    for call in calls:
+        function = call.get("function") if isinstance(call, Mapping) else None
+        if not (
+            isinstance(function, Mapping)
+            and isinstance(call.get("id"), str)
+            and isinstance(function.get("name"), str)
+            and isinstance(function.get("arguments") or "", str)
+        ):
+            raise TypeError(f"turn {turn.index}: a tool call is {call!r:.120}")
+        ids.append(call["id"])
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"turn {turn.index}: two tool calls share an id")
 
 
 def _apply(state: Replayed, event: Mapping[str, Any]) -> None:
@@ -163,6 +202,7 @@ def _apply(state: Replayed, event: Mapping[str, Any]) -> None:
     kind = event.get("type")
     if kind == "answer":
         turn = Turn.from_dict(event["turn"])
+        _check_turn(turn)
         if turn.index != len(turns) + 1:
             raise JournalMismatchError(
                 f"the agent journal is out of order: turn {turn.index} follows {len(turns)} turn(s)"
