@@ -30,6 +30,7 @@ The limiter's state is plain counters and small fixed-size structures: no per-re
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -52,6 +53,18 @@ CONCURRENCY, RATE, RANDOM, UNKNOWN, SUSPECT = "concurrency", "rate", "random", "
 KINDS = (CONCURRENCY, RATE, RANDOM, UNKNOWN, SUSPECT)
 YOUNG_MIN_S = 0.005  # a request out this briefly may still be refused (else three 429 round trips)
 STORM_HOLD_MIN_S = 0.02  # a suspect run is held at least this long (else 1.5 answers' time)
+
+
+def check_limits(max_concurrency: Any, requests_per_minute: Any) -> None:
+    """A clear error, before any request, for a limit that is no number or none the limiter can keep
+    (NaN passes every comparison, so ``<= 0`` alone lets it through: starts were never paced)."""
+    if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
+        raise ValueError(f"max_concurrency={max_concurrency!r} must be an integer >= 1")
+    rpm = requests_per_minute
+    if rpm is not None and (
+        isinstance(rpm, bool) or not isinstance(rpm, (int, float)) or not math.isfinite(rpm) or rpm <= 0
+    ):
+        raise ValueError(f"requests_per_minute={rpm!r} must be None or a finite number > 0")
 
 
 def loop_time() -> float:
@@ -87,10 +100,7 @@ class AdaptiveLimiter:
         clock: Callable[[], float] = loop_time,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
-        if max_concurrency < 1:
-            raise ValueError(f"max_concurrency={max_concurrency} must be >= 1")
-        if requests_per_minute is not None and requests_per_minute <= 0:
-            raise ValueError(f"requests_per_minute={requests_per_minute} must be > 0")
+        check_limits(max_concurrency, requests_per_minute)
         self.max_concurrency = max_concurrency
         self.min_concurrency = max(1, min(min_concurrency, max_concurrency))
         self.fit = CapFit(max_concurrency, keep=max(64, 2 * max_concurrency))

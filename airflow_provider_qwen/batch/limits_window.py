@@ -38,7 +38,7 @@ class StartWindow:
     """Admitted starts and their tokens over the last ``window`` seconds."""
 
     def __init__(self, window: float) -> None:
-        if window <= 0:
+        if not window > 0 or window == float("inf"):  # NaN and infinity too
             raise ValueError(f"rate window={window} must be > 0 seconds")
         self.window = window
         self.width = window / BUCKETS

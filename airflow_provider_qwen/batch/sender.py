@@ -54,6 +54,9 @@ class RateLimitedSender:
     ) -> None:
         from airflow_provider_qwen.client.retry import RetryPolicy
 
+        retries = max_rate_limit_retries
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"max_rate_limit_retries={retries!r} must be an integer >= 0")
         self.send_once = send_once
         self.max_rate_limit_retries = max_rate_limit_retries
         self.limiter = AdaptiveLimiter(

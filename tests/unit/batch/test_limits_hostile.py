@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from airflow_provider_qwen.batch.limits_sizes import SizeWatch
+from airflow_provider_qwen.batch.limits_window import StartWindow
+from airflow_provider_qwen.batch.sender import RateLimitedSender
 from tests.unit.batch.test_limits_batch import Server, batch, ideal
 
 
@@ -48,3 +50,41 @@ def test_heavy_random_429s_with_one_size_requests_learn_no_token_limit():
     assert limits["tokens_per_minute"] is None
     assert limits["requests_per_minute"] is None
     assert seconds <= 6 * ideal(600, 32)
+
+
+# -- limits no limiter can keep -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("requests_per_minute", float("nan")),  # passed ``<= 0``: starts were never paced
+        ("requests_per_minute", float("inf")),
+        ("requests_per_minute", 0),
+        ("requests_per_minute", -5),
+        ("requests_per_minute", "60"),  # a TypeError from ``<=`` before
+        ("requests_per_minute", True),
+        ("max_concurrency", 0),
+        ("max_concurrency", 2.5),
+        ("max_concurrency", "16"),
+        ("max_rate_limit_retries", -1),  # range(0): no try at all, an AssertionError("unreachable")
+        ("max_rate_limit_retries", 1.5),
+        ("max_rate_limit_retries", None),
+    ],
+)
+def test_a_limit_no_limiter_can_keep_is_a_clear_error_before_any_request(field, value):
+    sent: list[Any] = []
+
+    async def send_once(request: Any) -> Any:
+        sent.append(request)
+
+    arguments: dict[str, Any] = {"max_concurrency": 4, field: value}
+    with pytest.raises(ValueError, match=rf"^{field}={value!r} must be "):
+        RateLimitedSender(send_once, **arguments)
+    assert sent == []
+
+
+@pytest.mark.parametrize("window", [0.0, -1.0, float("nan"), float("inf")])
+def test_a_rate_window_that_is_no_length_is_refused(window):
+    with pytest.raises(ValueError, match="rate window"):
+        StartWindow(window)
