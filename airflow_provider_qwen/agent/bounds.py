@@ -7,6 +7,7 @@ cut at a character boundary and ends with a note the model can read, so it knows
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 DEFAULT_MAX_RESULT_BYTES = 20_000
@@ -14,8 +15,26 @@ DEFAULT_MAX_RESULT_BYTES = 20_000
 
 def result_text(value: Any, max_bytes: int = DEFAULT_MAX_RESULT_BYTES) -> str:
     """``value`` as the text of a tool message: a str as is, anything else as JSON; bounded."""
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=_fallback)
+    if isinstance(value, str):
+        return bound_text(value, max_bytes)
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=_fallback, allow_nan=False)
+    except ValueError as exc:  # NaN or infinity: not JSON; sent as the strings JSON has for them
+        if "Out of range float" not in str(exc):
+            raise
+        text = json.dumps(_finite(value), ensure_ascii=False, default=_fallback, allow_nan=False)
     return bound_text(text, max_bytes)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN and infinite float as text ("NaN", "Infinity", "-Infinity")."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def bound_text(text: str, max_bytes: int) -> str:

@@ -179,13 +179,15 @@ class CallRunner:
             raise error  # the process is going down (SystemExit, KeyboardInterrupt): not the model's news
         if error is not None:
             text = bound_text(
-                f"The tool {found.name} failed: {type(error).__name__}: {error}", self.max_result_bytes
+                f"The tool {found.name} failed: {type(error).__name__}: {_text_of(error)}",
+                self.max_result_bytes,
             )
             return record("error", text, duration, note)
         try:
             return record("ok", result_text(task.result(), self.max_result_bytes), duration, note)
-        except (TypeError, ValueError) as exc:  # a result JSON cannot hold (a cycle)
-            text = f"The tool {found.name} returned a result that is not JSON: {exc}"
+        except Exception as exc:  # a result JSON cannot hold (a cycle, too deep, a __str__ that raises)
+            why = f"{type(exc).__name__}: {_text_of(exc)}"
+            text = f"The tool {found.name} returned a result that is not JSON: {why}"
             return record("error", bound_text(text, self.max_result_bytes), duration, note)
 
     def _needs_approval(self, found: Tool, kwargs: dict[str, Any], call_id: str, state: Replayed) -> bool:
@@ -222,6 +224,14 @@ class CancelledByTool(Exception):
 
     def __str__(self) -> str:
         return "the tool's task was cancelled"
+
+
+def _text_of(error: BaseException) -> str:
+    """``str(error)``, or a stand-in when even that fails (a hostile ``__str__``)."""
+    try:
+        return str(error)
+    except Exception:
+        return "(its message cannot be shown)"
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
