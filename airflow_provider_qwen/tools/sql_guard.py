@@ -21,6 +21,21 @@ _ALLOWED_TEXT = "SELECT, WITH ... SELECT, EXPLAIN or VALUES"
 # EXPLAIN ANALYZE EXECUTE runs a prepared statement).
 _FORBIDDEN_WORDS = frozenset({"INTO", "EXECUTE", "EXEC"})
 MAX_QUERY_CHARS = 100_000
+# Functions that write, or reach past the read-only session, from inside a SELECT: another
+# connection (dblink), files and large objects, other sessions, settings, extensions.
+_FORBIDDEN_FUNCTIONS = frozenset(
+    {
+        "dblink", "dblink_exec", "dblink_connect", "dblink_connect_u", "dblink_send_query",
+        "dblink_open", "dblink_fetch", "lo_import", "lo_export", "lo_unlink", "lo_create",
+        "lo_from_bytea", "lo_put", "lo_truncate", "pg_read_file", "pg_read_binary_file",
+        "pg_ls_dir", "pg_stat_file", "pg_terminate_backend", "pg_cancel_backend", "pg_reload_conf",
+        "pg_rotate_logfile", "pg_promote", "pg_switch_wal", "pg_create_restore_point", "set_config",
+        "pg_advisory_lock", "pg_advisory_xact_lock", "nextval", "setval", "txid_current",
+        "pg_current_xact_id", "query_to_xml", "query_to_xmlschema", "cursor_to_xml",
+        "load_extension", "writefile", "readfile", "edit", "fts3_tokenizer", "load_file",
+        "sys_exec", "sys_eval",
+    }
+)  # fmt: skip
 
 
 class ReadOnlyViolation(ToolRefusedError):
@@ -102,6 +117,14 @@ def _check_token(token: Any, rest: list[Any], T: Any) -> None:
         )
     if token.is_keyword and word in _FORBIDDEN_WORDS:
         raise ReadOnlyViolation(f"refused: this tool is read-only; {word} is not allowed in a query")
+    if token.ttype in T.Name or token.ttype in T.Literal.String.Symbol or token.is_keyword:
+        name = value.strip('"`[]').lower()
+        after = _meaningful(rest[:8])
+        if name in _FORBIDDEN_FUNCTIONS and after and after[0].value == "(":
+            raise ReadOnlyViolation(
+                f"refused: this tool is read-only; the function {name}() can write or reach past the "
+                "read-only session"
+            )
     if token.ttype in T.Punctuation and value == ";" and _meaningful(rest):
         raise ReadOnlyViolation(
             "refused: this tool runs exactly one statement; remove the ';' inside the query"
