@@ -2,11 +2,15 @@
 small blocks. A file input is read in a worker thread (storage I/O never blocks the event loop)
 and only a block at a time is held, so a batch of millions of items needs no more memory than one
 of thousands. Each item is taken exactly once, whichever worker asks.
+
+``SendsFirst`` orders the workers' turns on the event loop: requests ready to go out before the
+bookkeeping of items just answered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
@@ -80,3 +84,61 @@ def _chars(item: Any) -> int:
     if isinstance(item, dict):
         return sum(len(value) for value in item.values() if isinstance(value, str))
     return 64
+
+
+MAX_WAIT_ROUNDS = 256  # bookkeeping waits at most this many loop rounds for sends to go first
+
+
+class SendsFirst:
+    """Puts the bookkeeping of answered items behind the requests ready to go out.
+
+    When answers come back together, each frees a slot that a worker waiting at the limiter (its
+    request built) takes; but those workers run only after everything already queued on the event
+    loop, the answered items' bookkeeping included. So an answered item waits here (``turn``) while
+    requests are still leaving (``sent``, called as each goes), then records its answer. Only the
+    order on one event loop changes: every answer is still journaled before its item counts as done.
+    """
+
+    def __init__(self) -> None:
+        self.sends = 0
+        self._waiting: asyncio.Future[None] | None = None
+        self._releaser: asyncio.Future[None] | None = None  # held: a task nothing refers to may vanish
+
+    def sent(self) -> None:
+        self.sends += 1
+
+    async def turn(self) -> None:
+        """Return once a loop round passed in which no request was sent (or after ``MAX_WAIT_ROUNDS``)."""
+        if self._waiting is None:
+            self._waiting = asyncio.get_running_loop().create_future()
+            self._releaser = asyncio.ensure_future(self._release(self._waiting))
+        await asyncio.shield(self._waiting)
+
+    async def _release(self, waiting: asyncio.Future[None]) -> None:
+        try:
+            for _ in range(MAX_WAIT_ROUNDS):
+                before = self.sends
+                await asyncio.sleep(0)
+                if self.sends == before:
+                    break
+        finally:
+            self._waiting = None
+            if not waiting.done():
+                waiting.set_result(None)
+
+
+# the runner's, for the items of the batch it runs (None: no reordering, as outside a runner)
+SENDS_FIRST: contextvars.ContextVar[SendsFirst | None] = contextvars.ContextVar("sends_first", default=None)
+
+
+async def after_sends() -> asyncio.CancelledError | None:
+    """Wait for the requests ready to go out (``SendsFirst``); a cancellation meanwhile is returned,
+    not raised, so the answer already paid for is still recorded."""
+    pacer = SENDS_FIRST.get()
+    if pacer is None:
+        return None
+    try:
+        await pacer.turn()
+    except asyncio.CancelledError as exc:
+        return exc
+    return None

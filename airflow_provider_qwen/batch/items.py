@@ -24,6 +24,7 @@ from airflow_provider_qwen.batch.checkpoint import (
     request_hash_and_size,
     work_key,
 )
+from airflow_provider_qwen.batch.feed import after_sends
 from airflow_provider_qwen.batch.long_items import LongItems
 from airflow_provider_qwen.batch.readers import BadItem
 from airflow_provider_qwen.client.errors import BudgetExceededError, QwenError
@@ -202,12 +203,15 @@ class ItemProcessor(LongItems):
             value = await self._answer(work.messages, spend, work.request)
         else:
             value = await self._map_reduce(item, index, parts, spend)
+        interrupted = await after_sends()
         value = await self.outputs.keep(index, key, value)
         await self.journal.put(
             self._record(key, "item", index, "item", work.request_hash, value)
             | {"chunked": parts is not None, "parts": len(parts or ()), "truncated": spend.truncated}
             | spend.record_fields()
         )
+        if interrupted is not None:
+            raise interrupted  # cancelled while waiting its turn: journaled all the same, then stopped
         return ItemOutcome(
             index,
             "ok",

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
-from airflow_provider_qwen.batch.feed import ItemFeed
+from airflow_provider_qwen.batch.feed import SENDS_FIRST, ItemFeed, SendsFirst
 from airflow_provider_qwen.batch.items import BatchStoppedBeforeSendError, ItemOutcome, describe_error
 from airflow_provider_qwen.batch.progress import PROGRESS_EVERY_S, BatchProgress
 from airflow_provider_qwen.batch.sender import RateLimitedSender, long_rate_limit
@@ -112,9 +112,10 @@ class BatchReport:
 
 def spare_workers(max_concurrency: int) -> int:
     """Workers beyond ``max_concurrency``, waiting at the limiter with their request ready: a freed
-    slot is taken at once, and the finished item's bookkeeping (cost, checkpoint, results) runs while
-    the next request is in flight instead of before it is sent."""
-    return max(2, max_concurrency // 2)
+    slot is taken at once (even when every request in flight answers at the same moment), and the
+    finished item's bookkeeping (cost, checkpoint, results) runs while the next request is in flight
+    instead of before it is sent (``items.SendsFirst``)."""
+    return max(2, max_concurrency)
 
 
 def allowed_failures(max_failures: int | float, total: int) -> int:
@@ -140,11 +141,13 @@ class BatchRunner:
         self.log = log
         self.spent = spent
         self.stopped: str | None = None
+        self.sends_first = SendsFirst()
 
     def check_running(self) -> None:
         """Called just before each request is sent: none is sent once the batch has stopped."""
         if self.stopped is not None:
             raise BatchStoppedBeforeSendError(f"not sent: the batch stopped ({self.stopped})")
+        self.sends_first.sent()
 
     async def run(
         self, process: Callable[[int, Any], Awaitable[ItemOutcome]], feed: ItemFeed, sink: ResultSink
@@ -172,12 +175,14 @@ class BatchRunner:
                 self._maybe_stop(report, outcome)
 
         ticker = asyncio.ensure_future(progress.report_periodically())
+        token = SENDS_FIRST.set(self.sends_first)  # the workers' tasks copy it when created
         try:
             workers = self.options.max_concurrency + spare_workers(self.options.max_concurrency)
             if feed.total is not None:
                 workers = max(1, min(workers, feed.total))
             await gather_or_cancel([worker() for _ in range(workers)])
         finally:
+            SENDS_FIRST.reset(token)
             ticker.cancel()
         async for index, item in feed.rest():  # left when the batch stopped early
             await finish(ItemOutcome(index, "unstarted", error=NOT_STARTED), item)
