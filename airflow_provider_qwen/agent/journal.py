@@ -234,9 +234,9 @@ def _apply(state: Replayed, event: Mapping[str, Any]) -> None:
 
 def add_record(turn: Turn, record: ToolCallRecord) -> None:
     """Add ``record`` to ``turn``, the records kept in the order of the calls."""
-    order = [c["id"] for c in turn.tool_calls]
+    order = {c["id"]: i for i, c in enumerate(turn.tool_calls)}
     turn.calls.append(record)
-    turn.calls.sort(key=lambda r: order.index(r.call_id) if r.call_id in order else len(order))
+    turn.calls.sort(key=lambda r: order.get(r.call_id, len(order)))
 
 
 def _mismatch(found: Mapping[str, Any], start: Mapping[str, Any], rest: Sequence[Mapping[str, Any]]) -> str:

@@ -76,7 +76,8 @@ class AgentLoop:
     sends it. ``context(turn, call_id)`` makes the ToolContext of a call.
 
     Limits: ``max_turns`` answers of the model in the tool loop (the output turns aside); the calls of
-    one answer run side by side, at most ``max_parallel_tools`` at once, each stopped after its
+    one answer run side by side, at most ``max_parallel_tools`` at once (past ``max_calls_per_turn``
+    calls of one answer, the rest are not run, the model told so), each stopped after its
     tool's ``timeout`` or ``tool_timeout``; more than ``max_tool_errors`` calls that raised or timed
     out in the run fail it; the same call (tool and arguments) made ``max_repeats`` times stops it
     as a loop. ``spent()``, when given, is the spend so far shown in the log.
@@ -104,6 +105,7 @@ class AgentLoop:
         logger: Log | None = None,
         max_turns: int = 10,
         max_parallel_tools: int = 4,
+        max_calls_per_turn: int = 32,
         tool_timeout: float | None = 60.0,
         max_tool_errors: int = 3,
         max_repeats: int = 3,
@@ -124,6 +126,7 @@ class AgentLoop:
         self.log = logger
         self.max_turns = _count("max_turns", max_turns, 1)
         self.max_parallel_tools = _count("max_parallel_tools", max_parallel_tools, 1)
+        self.max_calls_per_turn = _count("max_calls_per_turn", max_calls_per_turn, 1)
         self.max_tool_errors = _count("max_tool_errors", max_tool_errors, 0)
         self.max_repeats = _count("max_repeats", max_repeats, 2)
         self.max_result_bytes = _count("max_result_bytes", max_result_bytes, 1)
@@ -154,6 +157,7 @@ class AgentLoop:
             tool_approval=tool_approval,
             approve=approve,
             redact=redact,
+            max_calls_per_turn=self.max_calls_per_turn,
         )
 
     # -- the run ---------------------------------------------------------------------------

@@ -58,6 +58,7 @@ class CallRunner:
         tool_approval: ApprovalPolicy | None,
         approve: Approve | None,
         redact: Callable[[str], str] | None = None,
+        max_calls_per_turn: int | None = None,
     ) -> None:
         self.tools = tools
         self.journal = journal
@@ -69,6 +70,7 @@ class CallRunner:
         self.tool_approval = tool_approval
         self.approve = approve
         self.redact = redact
+        self.max_calls_per_turn = max_calls_per_turn
 
     async def run(self, turn: Turn, state: Replayed) -> None:
         """Every unfinished call of ``turn``, side by side (at most ``max_parallel_tools`` running);
@@ -81,8 +83,10 @@ class CallRunner:
             if isinstance(found, PendingCall):
                 waiting.append(found)
                 return
-            self.journal.append(call_event(turn.index, found))
             add_record(turn, found)
+            if found.outcome == "not_run":  # nothing ran: not journaled, the same on a resume
+                return
+            self.journal.append(call_event(turn.index, found))
             state.pending.pop(found.call_id, None)
             self._info(
                 "agent turn %d: %s(%s) -> %s in %.2f s%s",
@@ -95,6 +99,13 @@ class CallRunner:
             )
 
         tasks = [asyncio.ensure_future(one(call)) for call in turn.unfinished]
+        if self.max_calls_per_turn is not None and len(turn.tool_calls) > self.max_calls_per_turn:
+            self._info(
+                "agent turn %d: the model made %d tool calls; only the first %d run (max_calls_per_turn)",
+                turn.index,
+                len(turn.tool_calls),
+                self.max_calls_per_turn,
+            )
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -127,6 +138,14 @@ class CallRunner:
                 note = self.redact(note) if note is not None else None
             return ToolCallRecord(call_id, name, arguments, outcome, result, duration, note)
 
+        position = [c["id"] for c in turn.tool_calls].index(call_id) + 1
+        if self.max_calls_per_turn is not None and position > self.max_calls_per_turn:
+            return record(
+                "not_run",
+                f"Not run: one answer may make at most {self.max_calls_per_turn} tool calls and this was "
+                f"call {position} of {len(turn.tool_calls)}. Make the calls you still need in your next "
+                "answer.",
+            )
         found = self.tools.get(name)
         if found is None:
             listed = ", ".join(self.tools) or "(none)"

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["OUTCOMES", "Outcome", "ToolCallRecord", "Transcript", "Turn", "TurnKind", "abridge"]
 
-Outcome = Literal["ok", "error", "timeout", "unknown_tool", "invalid_arguments", "rejected"]
+Outcome = Literal["ok", "error", "timeout", "unknown_tool", "invalid_arguments", "rejected", "not_run"]
 OUTCOMES: frozenset[str] = frozenset(get_args(Outcome))
 TurnKind = Literal["agent", "output"]
 _CALL_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")

@@ -50,6 +50,8 @@ class QwenAgentOperator(QwenBaseOperator):
         forced tool call (with ``max_repairs`` repairs), instead of text.
     :param max_turns: model answers before the task fails saying so.
     :param max_parallel_tools: calls of one answer run at the same time, at most this many.
+    :param max_calls_per_turn: calls of one answer that run; the model is told the rest were not
+        run (a model asking for a thousand calls at once runs 32, each journaled and paid for).
     :param tool_timeout: seconds a call may take (a tool's own ``timeout`` wins); a timeout is
         reported to the model as the call's result.
     :param max_tool_errors: tool failures (raised or timed out) reported back to the model before
@@ -75,6 +77,7 @@ class QwenAgentOperator(QwenBaseOperator):
         output_model: type[BaseModel] | None = None,
         max_turns: int = 10,
         max_parallel_tools: int = 4,
+        max_calls_per_turn: int = 32,
         tool_timeout: float | None = 60.0,
         max_tool_errors: int = 3,
         max_repeats: int = 3,
@@ -94,6 +97,7 @@ class QwenAgentOperator(QwenBaseOperator):
         self.loop_options: dict[str, Any] = {
             "max_turns": max_turns,
             "max_parallel_tools": max_parallel_tools,
+            "max_calls_per_turn": max_calls_per_turn,
             "tool_timeout": tool_timeout,
             "max_tool_errors": max_tool_errors,
             "max_repeats": max_repeats,
