@@ -10,6 +10,7 @@ import codecs
 import os
 import posixpath
 import re
+import stat
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -130,12 +131,42 @@ def _read_local(
     if not os.path.isfile(real):
         raise ToolRefusedError(f"no such file or folder: {shown}")
 
-    def read(start: int, length: int) -> bytes:
-        with open(real, "rb") as file:
+    fd = _open_inside(real_root, real, shown)
+    with os.fdopen(fd, "rb") as file:
+
+        def read(start: int, length: int) -> bytes:
             file.seek(start)
             return file.read(length)
 
-    return _text(shown, os.path.getsize(real), offset, read, max_bytes)
+        return _text(shown, os.fstat(file.fileno()).st_size, offset, read, max_bytes)
+
+
+def _open_inside(real_root: str, real: str, shown: str) -> int:
+    """Open ``real`` (already resolved, inside ``real_root``) one segment at a time without following
+    a symbolic link: a folder swapped for a link after the check (a race) is refused, not followed."""
+    if not hasattr(os, "O_NOFOLLOW") or os.open not in os.supports_dir_fd:
+        return os.open(real, os.O_RDONLY)  # no *at() calls here (Windows): the check above stands
+    segments = os.path.relpath(real, real_root).split(os.sep)
+    directory = os.open(real_root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        for position, segment in enumerate(segments):
+            last = position == len(segments) - 1
+            kind = getattr(os, "O_NONBLOCK", 0) if last else getattr(os, "O_DIRECTORY", 0)  # no FIFO wait
+            flags = os.O_RDONLY | os.O_NOFOLLOW | kind
+            try:
+                opened = os.open(segment, flags, dir_fd=directory)
+            except OSError as exc:
+                raise ToolRefusedError(
+                    f"refused: {shown} changed while it was read (a symbolic link appeared): {exc.strerror}"
+                ) from None
+            os.close(directory)
+            directory = opened
+        if not stat.S_ISREG(os.fstat(directory).st_mode):
+            raise ToolRefusedError(f"refused: {shown} is not a regular file")
+        return directory
+    except BaseException:
+        os.close(directory)
+        raise
 
 
 def _size(entry: os.DirEntry[str]) -> int | None:
