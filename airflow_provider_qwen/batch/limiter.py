@@ -132,6 +132,7 @@ class AdaptiveLimiter:
         self._share_before_run = 0.0  # the random share when the open run of 429s began
         self._latency = 0.0
         self._refusal_rtt = 0.0  # how soon a 429 comes back
+        self._cap_refused = -1  # the latest-sent request refused for the cap
 
     # -- state --------------------------------------------------------------------------------------
     @property
@@ -184,7 +185,7 @@ class AdaptiveLimiter:
     def succeeded(self, ticket: int, tokens: int | None = None, completion: int | None = None) -> None:
         """The request answered; ``tokens`` / ``completion``: the total and completion tokens its
         usage reported (None: not reported)."""
-        admitted = self._admitted_in_flight()  # the server surely held that many with it
+        admitted, youngest = self._admitted_in_flight(ticket)  # the server surely held that many with it
         self.prober.observe(admitted)
         start = self._release(ticket)
         now = self._clock()
@@ -192,6 +193,10 @@ class AdaptiveLimiter:
         if start.estimate:
             self.sizes.admitted(start.seen.tokens + start.estimate, start.seen.tokens)
         self.fit.add(start.level, True, admitted)
+        cap = self.fit.cap
+        if cap is not None and admitted > cap + 1 and youngest > self._cap_refused:
+            self.fit.restart_at(admitted)  # more held at once, all sent after the cap's 429s
+            self.prober.track(now, None)  # a new cap, to be confirmed
         self.storms.succeeded(ticket)
         self._last_ok_at = now
         self._latency += 0.1 * ((now - start.time) - self._latency)
@@ -278,19 +283,22 @@ class AdaptiveLimiter:
         self._slot.set()
         return start
 
-    def _admitted_in_flight(self) -> int:
+    def _admitted_in_flight(self, ticket: int) -> tuple[int, int]:
         """Requests in flight that have been out longer than a 429 takes to come back, so the
-        server took them (the youngest may still be refused): how many it held, at least."""
+        server took them (the youngest may still be refused): how many it held, at least, and the
+        ticket of the latest sent of them (``ticket``'s own, the one answering, if none)."""
         young = max(YOUNG_MIN_S, 3 * self._refusal_rtt)
         if self._latency:
             young = min(young, self._latency / 2)
         since = self._clock() - young
         count = 0
-        for start in reversed(self._starts.values()):  # newest first: stop at the first old one
+        youngest = ticket
+        for other, start in reversed(self._starts.items()):  # newest first: stop at the first old one
             if start.time <= since:
+                youngest = max(ticket, other)
                 break
             count += 1
-        return max(1, self.in_flight - count)
+        return max(1, self.in_flight - count), youngest
 
     def _after(self, now: float) -> None:
         self.prober.latency = self._latency
@@ -311,6 +319,7 @@ class AdaptiveLimiter:
             return RATE
         if self.fit.explains(level):
             self.fit.add(level, False)
+            self._cap_refused = max(self._cap_refused, ticket)
             return CONCURRENCY
         held = start.seen.tokens + start.estimate if start.estimate else 0
         tokens = self.sizes.refused(held, start.seen.tokens)

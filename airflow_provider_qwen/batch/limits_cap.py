@@ -66,6 +66,16 @@ class CapFit:
         fitted = self._fit() if self._refused_total else level
         self.cap = None if fitted is None or level >= self.max_level else max(level, fitted)
 
+    def restart_at(self, level: int) -> None:
+        """The server held ``level`` at once, all sent after every 429 kept here: those told of an
+        account that is no more (the first requests refused, a cap since risen). Drop them; the cap
+        is what was held, to be probed (None when that is the max)."""
+        self._samples = deque(sample for sample in self._samples if sample[1])
+        self._refused = [0] * (self.max_level + 1)
+        self._refused_total = 0
+        level = self._clamp(level)
+        self.cap = None if level >= self.max_level else level
+
     def explains(self, level: int) -> bool:
         """Whether a 429 at ``level`` is what the cap predicts: the fit with that 429 added puts the
         cap below ``level`` (so it was sent above the cap). Never true at level 1: no cap is 0."""

@@ -8,6 +8,7 @@ scripted ``Server`` of test_limits_batch.py on its virtual clock, so they take m
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -88,3 +89,44 @@ def test_a_limit_no_limiter_can_keep_is_a_clear_error_before_any_request(field, 
 def test_a_rate_window_that_is_no_length_is_refused(window):
     with pytest.raises(ValueError, match="rate window"):
         StartWindow(window)
+
+
+# -- the first requests refused -------------------------------------------------------------------
+
+
+class FirstRefused(Server):
+    """Refuses its first ``refused`` requests (a gateway warming up, or the account's minute spent
+    by the task before), then answers as ``Server``."""
+
+    def __init__(self, refused: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.refused = refused
+
+    async def send(self, request: Any) -> Any:
+        if self.sent >= self.refused:
+            return await super().send(request)
+        self.sent += 1
+        await asyncio.sleep(0.002)
+        raise self.refuse(None)
+
+
+def test_the_first_requests_refused_leave_no_cap_once_more_are_held_at_once(mocker):
+    """The first 20 of a burst of 32 refused, the other 12 held at once: the 429s (at levels 2 to
+    20) made a cap of 1, "confirmed" by their weight, and the batch crawled back by probes and
+    ended at 19 of 32, 2.7 times the ideal. The 12 held at once, all sent after the cap's 429s,
+    show that cap was of an account that is no more."""
+    mocker.patch("airflow_provider_qwen.client.retry.random.uniform", return_value=1.0)  # no jitter
+    server = FirstRefused(20)
+    seconds, sender, limits, _ = batch(server, 600, max_concurrency=32)
+    report = sender.learned()
+    assert report["limits"]["concurrency_cap"] is None
+    assert report["concurrency"]["final"] == 32
+    assert all(limit == 32 for when, limit in limits if when > 0.5)
+    assert seconds <= 1.15 * ideal(600, 32)
+
+
+def test_the_first_requests_refused_under_a_cap_find_that_cap(mocker):
+    mocker.patch("airflow_provider_qwen.client.retry.random.uniform", return_value=1.0)  # no jitter
+    seconds, sender, _, _ = batch(FirstRefused(20, cap=16), 600, max_concurrency=32)
+    assert sender.learned()["limits"]["concurrency_cap"] == 16
+    assert seconds <= 1.35 * ideal(600, 16)
