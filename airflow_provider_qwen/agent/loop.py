@@ -32,7 +32,14 @@ from airflow_provider_qwen.agent.journal import (
     replay,
     start_event,
 )
-from airflow_provider_qwen.agent.runner import ApprovalPolicy, Approve, CallRunner, ContextFactory, Log
+from airflow_provider_qwen.agent.runner import (
+    ApprovalPolicy,
+    Approve,
+    CallRunner,
+    ContextFactory,
+    Log,
+    append_or_say,
+)
 from airflow_provider_qwen.agent.tools import Tool, ToolContext, as_tools
 from airflow_provider_qwen.agent.transcript import Outcome, Transcript, Turn, TurnKind, abridge
 from airflow_provider_qwen.client.errors import InvalidRequestError
@@ -241,7 +248,11 @@ class AgentLoop:
         turn = Turn.from_completion(
             index, completion, duration_s=time.monotonic() - started, kind=kind, taken=taken
         )
-        self.journal.append(answer_event(turn))
+        lost = (
+            f"turn {index} was answered and paid (${turn.usd_spent}) but not journaled: a retry sends it "
+            "again and pays for it twice"
+        )
+        append_or_say(self.journal, answer_event(turn), lost)
         transcript.turns.append(turn)
         what = (
             f"calls {', '.join(_names(turn))}"

@@ -27,7 +27,7 @@ from airflow_provider_qwen.agent.tools import Tool, ToolContext
 from airflow_provider_qwen.agent.transcript import Outcome, ToolCallRecord, Turn, abridge
 from airflow_provider_qwen.client.errors import InvalidRequestError
 
-__all__ = ["ApprovalPolicy", "Approve", "CallRunner", "ContextFactory", "Log"]
+__all__ = ["ApprovalPolicy", "Approve", "CallRunner", "ContextFactory", "Log", "append_or_say"]
 
 ContextFactory = Callable[[int, str], ToolContext]
 ApprovalPolicy = Callable[[Tool, dict[str, Any]], bool]
@@ -86,7 +86,11 @@ class CallRunner:
             add_record(turn, found)
             if found.outcome == "not_run":  # nothing ran: not journaled, the same on a resume
                 return
-            self.journal.append(call_event(turn.index, found))
+            lost = (
+                f"the call {found.name} ({found.call_id}) of turn {turn.index} ran but its result was not "
+                "journaled: a retry runs it again (with the same idempotency key)"
+            )
+            append_or_say(self.journal, call_event(turn.index, found), lost)
             state.pending.pop(found.call_id, None)
             self._info(
                 "agent turn %d: %s(%s) -> %s in %.2f s%s",
@@ -243,6 +247,16 @@ class CancelledByTool(Exception):
 
     def __str__(self) -> str:
         return "the tool's task was cancelled"
+
+
+def append_or_say(journal: AgentJournal, event: dict[str, Any], lost: str) -> None:
+    """Journal ``event``; when the journal cannot be written, fail saying what that loses."""
+    from airflow_provider_qwen.agent.stores import JournalStoreError
+
+    try:
+        journal.append(event)
+    except Exception as exc:
+        raise JournalStoreError(f"{_text_of(exc)}; {lost}") from exc
 
 
 def _text_of(error: BaseException) -> str:
