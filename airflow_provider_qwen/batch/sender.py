@@ -81,7 +81,9 @@ class RateLimitedSender:
                     raise  # no retry (docs/protocol.md, "Retries"); the batch stops starting items
                 wait = self.limiter.rate_limited_by_server(ticket, exc.retry_after, random_before=randoms)
                 randoms = randoms + 1 if self.limiter.last_kind == RANDOM else 0
-                if attempt >= self.max_rate_limit_retries:
+                if attempt >= self.max_rate_limit_retries:  # say so in the item's error
+                    tries = f"refused on all {attempt + 1} tries (max_rate_limit_retries={attempt})"
+                    exc.message = f"{exc.message}; {tries}"
                     raise
                 if wait is None:
                     await self.sleep(self.backoff(attempt))
@@ -130,7 +132,7 @@ class RateLimitedSender:
             "concurrency": {
                 "max": limiter.max_concurrency,
                 "final": limiter.limit,
-                "lowest": limiter.lowest_limit,
+                "lowest": min(limiter.lowest_limit, limiter.limit),  # lowered with no answer since too
                 "peak_in_flight": limiter.peak_in_flight,
             },
             "limits": limiter.report(),

@@ -9,6 +9,7 @@ scripted ``Server`` of test_limits_batch.py on its virtual clock, so they take m
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -16,7 +17,8 @@ import pytest
 from airflow_provider_qwen.batch.limits_sizes import SizeWatch
 from airflow_provider_qwen.batch.limits_window import StartWindow
 from airflow_provider_qwen.batch.sender import RateLimitedSender
-from tests.unit.batch.test_limits_batch import Server, batch, ideal
+from airflow_provider_qwen.client.errors import RateLimitError
+from tests.unit.batch.test_limits_batch import Server, batch, ideal, virtual
 
 
 @pytest.fixture(autouse=True)
@@ -130,3 +132,43 @@ def test_the_first_requests_refused_under_a_cap_find_that_cap(mocker):
     seconds, sender, _, _ = batch(FirstRefused(20, cap=16), 600, max_concurrency=32)
     assert sender.learned()["limits"]["concurrency_cap"] == 16
     assert seconds <= 1.35 * ideal(600, 16)
+
+
+# -- 429s forever ---------------------------------------------------------------------------------
+
+
+def test_429s_forever_end_each_item_with_a_clear_error_and_an_honest_report():
+    """Every request refused, forever: each item ends after max_rate_limit_retries with an error
+    that says so (it said only "Too many requests"), the batch does not spin, and the report's
+    lowest concurrency is no higher than the final one (it said 16 while the limit was 1)."""
+    server = Server(random_429=1.0)
+
+    async def main() -> tuple[RateLimitedSender, list[BaseException], float]:
+        sender = RateLimitedSender(server.send, max_concurrency=16, max_rate_limit_retries=3)
+        errors: list[BaseException] = []
+        items = iter(range(40))
+
+        async def worker() -> None:
+            for _ in items:
+                try:
+                    await sender.send(None)
+                except RateLimitError as exc:
+                    errors.append(exc)
+
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await asyncio.gather(*(worker() for _ in range(16)))
+        return sender, errors, loop.time() - started
+
+    sender, errors, seconds = virtual(main())
+    assert len(errors) == 40
+    assert server.sent == 40 * 4  # four tries each, no more
+    assert str(errors[0]).startswith(
+        "Too many requests; refused on all 4 tries (max_rate_limit_retries=3) (status=429)"
+    )
+    report = sender.learned()
+    assert report["requests"] == 0
+    assert report["rate_limited"] == 160
+    assert report["concurrency"]["lowest"] <= report["concurrency"]["final"]
+    json.dumps(report, allow_nan=False)
+    assert seconds >= 1.0  # the 429s were spaced (no busy loop at the speed of a 429)
