@@ -9,6 +9,7 @@ a read-only session where the backend has one (SQLite ``PRAGMA query_only``, a P
 
 import contextlib
 import logging
+import time
 from typing import Any
 
 from airflow_provider_qwen.agent.tools import Tool, ToolContext, tool
@@ -38,6 +39,7 @@ def sql_tool(
     description: str | None = None,
     requires_approval: bool | None = None,
     timeout: float | None = None,
+    query_timeout: float | None = 60.0,
 ) -> Tool:
     """A tool that runs the model's SQL on the Airflow connection ``conn_id`` and returns JSON
     ``{"columns", "rows", "row_count", "truncated"[, "note"]}``.
@@ -46,6 +48,10 @@ def sql_tool(
     ``requires_approval`` default to True so a person sees every statement first. Say what the
     tables are in ``description`` (the model sees it), or let it look them up with a query.
     No connection is looked up here: a DAG file stays fast to parse.
+
+    ``query_timeout`` (seconds) stops a statement on the database itself (SQLite: interrupted;
+    PostgreSQL: ``statement_timeout``): a timed-out tool is abandoned, not killed, so without it a
+    runaway query (an endless recursive CTE) would go on in its thread. None: no limit.
     """
     check_name(conn_id, "conn_id")
     check_name(name, "name")
@@ -54,6 +60,10 @@ def sql_tool(
     if not isinstance(read_only, bool):
         raise ValueError(f"read_only={read_only!r}: give True or False")
     approval = (not read_only) if requires_approval is None else requires_approval
+    if query_timeout is not None and (
+        isinstance(query_timeout, bool) or not isinstance(query_timeout, int | float) or not query_timeout > 0
+    ):
+        raise ValueError(f"query_timeout={query_timeout!r}: give a number of seconds above 0, or None")
     if description is None:
         description = (
             f"Run one read-only SQL query (SELECT, WITH ... SELECT, EXPLAIN or VALUES) on the database of "
@@ -77,9 +87,9 @@ def sql_tool(
         log.info("%s on %s (turn %s, call %s): %s", name, conn_id, context.turn, context.call_id, query[:200])
         hook = _hook(conn_id)
         if read_only:
-            columns, rows, more, rowcount = _read(hook, query, max_rows)
+            columns, rows, more, rowcount = _read(hook, query, max_rows, query_timeout)
         else:
-            columns, rows, more, rowcount = _write(hook, query, max_rows)
+            columns, rows, more, rowcount = _write(hook, query, max_rows, query_timeout)
         return _result(columns, rows, more, rowcount, max_rows, max_bytes)
 
     return tool(run_sql, name=name, description=description, requires_approval=approval, timeout=timeout)
@@ -110,7 +120,21 @@ def _driver(conn: Any) -> str:
     return type(conn).__module__.split(".")[0]
 
 
-def _read(hook: Any, query: str, max_rows: int) -> tuple[list[str], list[Any], bool, int | None]:
+def _limit(conn: Any, cursor: Any, seconds: float | None) -> None:
+    """Make the database stop a statement that runs past ``seconds`` (where the backend can)."""
+    if seconds is None:
+        return
+    driver = _driver(conn)
+    if driver == "sqlite3" and callable(getattr(conn, "set_progress_handler", None)):
+        deadline = time.monotonic() + seconds
+        conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 10_000)
+    elif driver in _POSTGRES_DRIVERS:
+        cursor.execute(f"SET LOCAL statement_timeout = {max(1, int(seconds * 1000))}")
+
+
+def _read(
+    hook: Any, query: str, max_rows: int, seconds: float | None = None
+) -> tuple[list[str], list[Any], bool, int | None]:
     """Run ``query`` in a read-only session where the backend has one; always rolled back."""
     conn = hook.get_conn()
     try:
@@ -130,6 +154,7 @@ def _read(hook: Any, query: str, max_rows: int) -> tuple[list[str], list[Any], b
                 cursor.execute("START TRANSACTION READ ONLY")
             else:
                 _no_autocommit(hook, conn)
+            _limit(conn, cursor, seconds)
             cursor.execute(query)
             return _fetch(cursor, max_rows)
         finally:
@@ -142,12 +167,15 @@ def _read(hook: Any, query: str, max_rows: int) -> tuple[list[str], list[Any], b
             conn.close()
 
 
-def _write(hook: Any, query: str, max_rows: int) -> tuple[list[str], list[Any], bool, int | None]:
+def _write(
+    hook: Any, query: str, max_rows: int, seconds: float | None = None
+) -> tuple[list[str], list[Any], bool, int | None]:
     """Run ``query`` and commit it (``read_only=False``); rolled back if it fails."""
     conn = hook.get_conn()
     try:
         cursor = conn.cursor()
         try:
+            _limit(conn, cursor, seconds)
             cursor.execute(query)
             fetched = _fetch(cursor, max_rows)
         finally:

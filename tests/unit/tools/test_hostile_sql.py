@@ -42,3 +42,27 @@ def test_a_function_that_writes_or_reaches_out_is_refused(query):
 )
 def test_names_that_are_not_those_calls_still_run(query):
     assert check_read_only(query) == "SELECT"
+
+
+RUNAWAY = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+
+
+def test_a_runaway_query_is_stopped_by_the_database_not_left_running(sqlite_conn):
+    import sqlite3
+    import time
+
+    from airflow_provider_qwen.tools import sql_tool
+    from tests.unit.tools.helpers import CONN_ID, call
+
+    started = time.monotonic()
+    with pytest.raises(sqlite3.OperationalError, match="interrupt"):
+        call(sql_tool(CONN_ID, query_timeout=0.3), query=RUNAWAY)
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("value", [0, -1, "60", True])
+def test_a_bad_query_timeout_fails_when_the_dag_is_parsed(value):
+    from airflow_provider_qwen.tools import sql_tool
+
+    with pytest.raises(ValueError, match="query_timeout"):
+        sql_tool("db", query_timeout=value)
