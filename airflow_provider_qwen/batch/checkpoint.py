@@ -89,6 +89,16 @@ def record_problem(record: dict[str, Any], *, index: int, slot: str, request_has
     return None
 
 
+def sealed_line(record: dict[str, Any]) -> bytes:
+    """``encode_record(seal(record))`` with one JSON encoding, not two: the canonical content the
+    checksum is taken of, with the checksum put last (the same record once read; keys sorted)."""
+    content = {k: v for k, v in record.items() if k != "checksum"} if "checksum" in record else record
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    checksum = hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+    comma = "," if len(canonical) > 2 else ""
+    return (f'{canonical[:-1]}{comma}"checksum":"{checksum}"}}\n').encode()
+
+
 def encode_record(record: dict[str, Any]) -> bytes:
     return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
@@ -160,8 +170,7 @@ class LocalJournal(Journal):
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     async def put(self, record: dict[str, Any]) -> None:
-        record = seal(record)
-        data = encode_record(record)
+        data = sealed_line(record)
         if self._fd is None:
             raise RuntimeError("the journal is closed")
         view = memoryview(data)
