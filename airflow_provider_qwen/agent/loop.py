@@ -280,9 +280,9 @@ class AgentLoop:
                 seen[key] = seen.get(key, 0) + 1
                 if turn is last and seen[key] >= self.max_repeats:
                     raise AgentLoopDetectedError(
-                        f"the model called {key[0]}({abridge(key[1], 120)}) {seen[key]} times with the "
-                        f"same arguments (max_repeats={self.max_repeats}): stopped as a loop at turn "
-                        f"{turn.index}; give the tool a clearer result or the model a clearer task"
+                        f"the model called {abridge(key[0], 64)}({abridge(key[1], 120)}) {seen[key]} times "
+                        f"with the same arguments (max_repeats={self.max_repeats}): stopped as a loop at "
+                        f"turn {turn.index}; give the tool a clearer result or the model a clearer task"
                     )
 
     def _check_tool_errors(self, transcript: Transcript) -> None:
@@ -359,7 +359,7 @@ def _output_spec(model: type[BaseModel], tools: Mapping[str, Tool]) -> ToolSpec:
 
 
 def _names(turn: Turn) -> list[str]:
-    return [str(c["function"]["name"]) for c in turn.tool_calls]
+    return [abridge(str(c["function"]["name"]), 64) for c in turn.tool_calls]  # a model's name: any size
 
 
 def _canonical(arguments: str) -> str:

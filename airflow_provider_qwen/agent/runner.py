@@ -131,7 +131,10 @@ class CallRunner:
         self, turn: Turn, call: dict[str, Any], limit: asyncio.Semaphore, state: Replayed
     ) -> ToolCallRecord | PendingCall:
         call_id = str(call["id"])
+        # A name no tool has may be anything the model wrote (10 MB, newlines): shown abridged in the
+        # record, the log, the summary and the message back (the assistant message keeps it whole).
         name = str(call["function"]["name"])
+        name = name if name in self.tools else abridge(name, 64)
         arguments = str(call["function"].get("arguments") or "")
 
         def record(

@@ -66,3 +66,20 @@ def test_a_result_or_error_that_cannot_be_written_is_reported(case):
 def test_nan_and_infinity_go_back_as_valid_json():
     text = result_text({"mean": float("nan"), "max": float("inf"), "min": float("-inf"), "rows": [1.5]})
     assert json.loads(text) == {"mean": "NaN", "max": "Infinity", "min": "-Infinity", "rows": [1.5]}
+
+
+def test_a_huge_unknown_tool_name_is_shown_abridged():
+    from tests.unit.agent._fakes import Lines
+
+    lines = Lines()
+    name = "x\n" * 1_000_000
+    model = Model(answer(None, call(name, {}, call_id="a")), answer("ok"))
+    loop = AgentLoop(send=model, build_request=build, tools=[], logger=lines)
+    result = asyncio.run(loop.run([{"role": "user", "content": "go"}]))
+
+    (record,) = result.transcript.turns[0].calls
+    assert record.outcome == "unknown_tool"
+    assert len(record.name) <= 64
+    assert len(record.result) < 300
+    assert max(len(line) for line in lines.lines) < 500
+    assert len(json.dumps(result.transcript.summary())) < 5_000
