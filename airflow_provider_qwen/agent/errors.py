@@ -79,12 +79,22 @@ class Decision:
     reason: str | None = None
     by: str | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.approved, bool):  # "false" or 1 must not read as an approval
+            raise TypeError(f"Decision(approved={self.approved!r}): give True or False")
+
     def to_dict(self) -> dict[str, Any]:
         return {"approved": self.approved, "reason": self.reason, "by": self.by}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Decision:
-        return cls(approved=bool(data["approved"]), reason=data.get("reason"), by=data.get("by"))
+        """A journaled decision: only ``true`` approves (an edited ``"false"`` is no approval)."""
+        reason, by = data.get("reason"), data.get("by")
+        return cls(
+            approved=data["approved"] is True,
+            reason=reason if isinstance(reason, str) else None,
+            by=by if isinstance(by, str) else None,
+        )
 
 
 class ApprovalRequired(Exception):

@@ -70,3 +70,34 @@ def test_an_edited_journal_is_refused_clearly_and_nothing_is_sent(events, edit):
     with pytest.raises(JournalMismatchError, match="edited or damaged"):
         asyncio.run(loop.run(MESSAGES))
     assert model.requests == []
+
+
+@pytest.mark.parametrize("approved", ["false", "no", 1, [True]])
+def test_a_journaled_decision_approves_only_when_it_says_true(approved):
+    from airflow_provider_qwen.agent import Decision
+
+    ran: list[int] = []
+
+    @tool(requires_approval=True)
+    def transfer(amount: int) -> str:
+        """Move money."""
+        ran.append(amount)
+        return "done"
+
+    journal = MemoryJournal()
+    first = AgentLoop(
+        send=Model(answer(None, call("transfer", {"amount": 5}, call_id="t1"))),
+        build_request=build,
+        tools=[transfer],
+        journal=journal,
+    )
+    with pytest.raises(Exception, match="wait for approval"):
+        asyncio.run(first.run(MESSAGES))
+    journal.events.append(
+        {"type": "decision", "turn": 1, "call_id": "t1", "decision": {"approved": approved, "reason": None}}
+    )
+    again = AgentLoop(send=Model(answer("ok")), build_request=build, tools=[transfer], journal=journal)
+    assert asyncio.run(again.run(MESSAGES)).output == "ok"
+    assert ran == []
+    with pytest.raises(TypeError, match="True or False"):
+        Decision(approved=approved)
