@@ -15,6 +15,7 @@ from tests.e2e.test_deployment import task_instances, xcom
 pytestmark = pytest.mark.e2e
 
 DAG_ID = "qwen_agent_approval"
+HUMAN_DELAY_S = 5.0
 
 
 def _trigger(deployment: Deployment) -> str:
@@ -73,6 +74,10 @@ def test_a_person_approves_or_rejects_a_tool_call_through_the_rest_api(
     assert "channel" in detail["body"]
     assert _published(deployment) == before  # not run before the decision
     chats_before = _chats(deployment)
+    # A person takes a moment. An answer within about a second of the park races Airflow 3.3
+    # itself: the scheduler then sees the parking process's exit after the task was resumed and
+    # fails it ("state changed externally"), for HITLOperator alike.
+    time.sleep(HUMAN_DELAY_S)
 
     _answer(deployment, run_id, option, reason="" if option == "Approve" else "not this week")
     run = deployment.wait_for_run(DAG_ID, run_id, timeout=120)

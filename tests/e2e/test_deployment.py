@@ -76,8 +76,10 @@ def _start_run(deployment: Deployment, dag: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def example_runs(deployment: Deployment) -> dict[str, dict[str, Any]]:
-    """Every example DAG's run, finished: ``{dag_id: run as the API shows it}``."""
+    """Every example DAG's run, finished: ``{dag_id: run as the API shows it}``. The emulator's log
+    starts afresh, so what it billed is the example runs' alone (other modules share it)."""
     assert deployment.api is not None
+    deployment.emulator.reset()
     for name, slots in POOLS.items():  # the setup step the batch DAG's docs ask for
         body = {"name": name, "slots": slots, "description": "Qwen API: shard tasks at once"}
         response = deployment.api.post("/api/v2/pools", json=body)
