@@ -39,8 +39,6 @@ import json
 import logging
 import math
 import os
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from batch_throughput import PROMPT, TEXT, run_batch  # noqa: E402
+from batch_throughput import emulator as emulator_conn  # noqa: E402
 
 MODEL = "alibaba/qwen3.7-max"
 MINUTE = 60.0
@@ -82,23 +81,9 @@ class Run:
 
 @contextlib.contextmanager
 def emulator(flags: list[str]) -> Iterator[str]:
-    """The emulator in a subprocess with ``flags``; yields its base URL."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "airflow_provider_qwen.testing.emulator", "--port", "0", *flags],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        cwd=ROOT,
-    )
-    try:
-        line = proc.stdout.readline() if proc.stdout else ""
-        match = re.search(r"(http://\S+/v1)", line)
-        if not match:
-            raise RuntimeError(f"the emulator did not start: {line!r}")
-        yield match.group(1)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    """The emulator in a subprocess with ``flags`` (they carry the latency); yields its base URL."""
+    with emulator_conn(0.0, *flags) as conn:  # a later --latency in flags wins
+        yield json.loads(conn)["host"]
 
 
 def openai_run(base_url: str, items: int, *, concurrency: int, rate: float | None, retries: int) -> Run:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
+from airflow_provider_qwen.agent.bounds import DEFAULT_MAX_RESULT_BYTES
 from airflow_provider_qwen.operators.base import QwenBaseOperator
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ class QwenAgentOperator(QwenBaseOperator):
         tool_timeout: float | None = 60.0,
         max_tool_errors: int = 3,
         max_repeats: int = 3,
-        max_result_bytes: int = 20_000,
+        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
         max_repairs: int = 2,
         tool_approval: Callable[[Tool, Mapping[str, Any]], bool] | None = None,
         approval_timeout: timedelta | None = None,

@@ -54,15 +54,6 @@ def count_tokens(text: str) -> int:
     return vocabulary.count(text)
 
 
-def text_of(content: Any) -> str:
-    """The text of a message ``content`` (a string or a list of text parts)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
-    return ""
-
-
 def prompt_tokens(body: Mapping[str, Any]) -> int:
     """Prompt tokens as the service reports them: the chat template around the messages and tools."""
     return template.prompt_tokens(body)
@@ -103,7 +94,7 @@ def summarize(text: str, *, max_sentences: int = SUMMARY_SENTENCES, max_chars: i
 def last_user_text(body: Mapping[str, Any]) -> str:
     for message in reversed([m for m in body.get("messages") or [] if isinstance(m, Mapping)]):
         if message.get("role") == "user":
-            return text_of(message.get("content"))
+            return agent_play.text_of(message.get("content"))
     return ""
 
 

@@ -124,8 +124,11 @@ class Deployment:
         return response.json()
 
     def run_test_dag(self, dag_id: str, timeout: float = 300.0) -> dict[str, Any]:
-        """Wait for a test DAG (tests/e2e/dags) to be parsed, unpause it, trigger one run and
-        return it once finished."""
+        """Trigger one run of a test DAG (tests/e2e/dags) and return it once finished."""
+        return self.wait_for_run(dag_id, self.trigger_test_dag(dag_id), timeout=timeout)
+
+    def trigger_test_dag(self, dag_id: str) -> str:
+        """Wait for a test DAG to be parsed, unpause it, trigger one run; returns its run id."""
         assert self.api is not None
         deadline = time.monotonic() + 90
         while self.api.get(f"/api/v2/dags/{dag_id}").status_code != 200:
@@ -134,7 +137,7 @@ class Deployment:
         assert self.api.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).status_code == 200
         response = self.api.post(f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None})
         assert response.status_code == 200, response.text
-        return self.wait_for_run(dag_id, response.json()["dag_run_id"], timeout=timeout)
+        return str(response.json()["dag_run_id"])
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 240.0) -> dict[str, Any]:
         """Poll a DAG run until it ends; returns the run as the API shows it."""

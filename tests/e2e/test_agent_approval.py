@@ -18,18 +18,6 @@ DAG_ID = "qwen_agent_approval"
 HUMAN_DELAY_S = 5.0
 
 
-def _trigger(deployment: Deployment) -> str:
-    assert deployment.api is not None
-    deadline = time.monotonic() + 90
-    while deployment.api.get(f"/api/v2/dags/{DAG_ID}").status_code != 200:
-        assert time.monotonic() < deadline, f"{DAG_ID} was not parsed"
-        time.sleep(1.0)
-    assert deployment.api.patch(f"/api/v2/dags/{DAG_ID}", json={"is_paused": False}).status_code == 200
-    response = deployment.api.post(f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None})
-    assert response.status_code == 200, response.text
-    return response.json()["dag_run_id"]
-
-
 def _wait_for_approval(deployment: Deployment, run_id: str, timeout: float = 120.0) -> dict[str, Any]:
     path = f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/agent"
     deadline = time.monotonic() + timeout
@@ -66,7 +54,7 @@ def test_a_person_approves_or_rejects_a_tool_call_through_the_rest_api(
     deployment: Deployment, option: str
 ) -> None:
     before = _published(deployment)
-    run_id = _trigger(deployment)
+    run_id = deployment.trigger_test_dag(DAG_ID)
 
     detail = _wait_for_approval(deployment, run_id)
     assert detail["options"] == ["Approve", "Reject"]
