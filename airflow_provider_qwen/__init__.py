@@ -66,6 +66,11 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "hooks": [{"integration-name": "Qwen", "python-modules": ["airflow_provider_qwen.hooks.qwen"]}],
         "operators": [{"integration-name": "Qwen", "python-modules": ["airflow_provider_qwen.operators"]}],
+        "triggers": [{"integration-name": "Qwen", "python-modules": ["airflow_provider_qwen.triggers.qwen"]}],
+        "task-decorators": [
+            {"name": name, "class-name": f"airflow_provider_qwen.decorators.qwen.{name}_task"}
+            for name in ("qwen", "qwen_tool_call", "qwen_batch", "qwen_agent")
+        ],
         "config": {
             "qwen": {
                 "description": "Where Qwen tasks keep batch checkpoints, large outputs, cost journals.",

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from airflow_provider_qwen.client.request import ChatRequest
 
 
+INFERENCE_IDS_KEPT = 1000  # a 100,000-item batch keeps the first ones, not 100,000 strings
+
+
 class TryLedger:
     """The spend of one try, in total and per model; safe to share between threads."""
 
@@ -30,6 +33,7 @@ class TryLedger:
         self.model = model  # the task's model: the name of charges whose model is unknown
         self.total = CostTotals()
         self.by_model: dict[str, CostTotals] = {}
+        self.inference_ids: list[str] = []  # the first INFERENCE_IDS_KEPT answers' ids (lineage, logs)
         self._lock = threading.Lock()
 
     @property
@@ -48,6 +52,7 @@ class TryLedger:
         cost = completion.cost
         usage = billable_usage(request, completion)
         estimate = Estimate.of(completion.client_request_id, model, completion.inference_id)
+        self._keep_inference_id(completion.inference_id)
         if cost.estimated:
             cost = self._estimate(model, usage)
             streamed = request is not None and bool(request.stream)
@@ -55,6 +60,11 @@ class TryLedger:
         self._charge(model, cost, usage, estimate)
         self._unconfirmed(completion.unconfirmed_tries, model, request, estimate, completion.usage)
         return self._file(estimate)
+
+    def _keep_inference_id(self, inference_id: str | None) -> None:
+        if inference_id and len(self.inference_ids) < INFERENCE_IDS_KEPT:
+            with self._lock:
+                self.inference_ids.append(inference_id)
 
     def carry(self, totals: CostTotals) -> None:
         """What this try spent before a pause (journaled then), counted again after it. Only in the
@@ -89,6 +99,7 @@ class TryLedger:
             self._unconfirmed(extra, partial.model or model, request, estimate, partial.usage)
             return self._file(estimate)
         estimate = Estimate.of(error.client_request_id, model, error.inference_id)
+        self._keep_inference_id(error.inference_id)
         if partial is None:
             if charge.reported is not None:
                 self._charge(model, charge.reported, None, estimate)

@@ -15,6 +15,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_qwen import DEFAULT_CONN_ID, DEFAULT_MODEL
 from airflow_provider_qwen.client.pricing import usd_text
+from airflow_provider_qwen.operators.lineage import QwenLineageMixin
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -61,7 +62,7 @@ def is_templated(value: Any) -> bool:
     return False
 
 
-class QwenBaseOperator(BaseOperator):
+class QwenBaseOperator(QwenLineageMixin, BaseOperator):
     """Base of the Qwen operators.
 
     :param prompt: the user message; Jinja, or a template file ending in .j2/.jinja2/.prompt.
@@ -339,6 +340,8 @@ class QwenBaseOperator(BaseOperator):
         from airflow_provider_qwen.metrics import emit_cost_metrics
 
         record = cost.finish()  # journals this try; the record covers every try so far
+        self.qwen_cost_record = record  # for the OpenLineage facets, read after execute
+        self.qwen_inference_ids = list(cost.ledger.inference_ids)
         if self.do_xcom_push:
             context["ti"].xcom_push(key=COST_XCOM_KEY, value=record.to_xcom())
         emit_cost_metrics(cost.ledger.by_model, dag_id=self.dag_id, task_id=self.task_id)

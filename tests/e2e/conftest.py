@@ -104,6 +104,7 @@ class Deployment:
     emulator: Any
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     api: httpx.Client | None = None
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def component_logs(self) -> Path:
@@ -115,6 +116,11 @@ class Deployment:
             if proc.poll() is not None:
                 output = tail(self.component_logs / f"{name}.log")
                 raise AssertionError(f"airflow {name} exited with {proc.returncode}:\n{output}")
+
+    def restart(self, component: str) -> None:
+        """Stop one component (SIGTERM, then SIGKILL after a grace) and start it again, same env."""
+        stop_processes([self.processes[component]])
+        self.processes[component] = _start(component, [component], self.env, self.component_logs)
 
     def get(self, path: str, **params: Any) -> Any:
         """GET /api/v2<path> as JSON, asserting success."""
@@ -193,6 +199,11 @@ def _environment(home: Path, port: int, emulator: Any) -> dict[str, str]:
             "AIRFLOW_CONN_QWEN_AGENT_REPORT_DB": json.dumps(
                 {"conn_type": "sqlite", "host": str(home / "agent.db")}
             ),
+            # every task's OpenLineage events, one JSON line each (tests/e2e/test_lineage.py reads them)
+            "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
+                {"type": "file", "log_file_path": str(home / "openlineage.jsonl"), "append": True}
+            ),
+            "AIRFLOW__OPENLINEAGE__NAMESPACE": "qwen-e2e",
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -303,7 +314,9 @@ def deployment(
     logs.mkdir()
     port = free_port()
     env = _environment(home, port, emulator_for_deployment)
-    deployment = Deployment(home=home, url=f"http://127.0.0.1:{port}", emulator=emulator_for_deployment)
+    deployment = Deployment(
+        home=home, url=f"http://127.0.0.1:{port}", emulator=emulator_for_deployment, env=env
+    )
 
     migrate = subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True, timeout=300
