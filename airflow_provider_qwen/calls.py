@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_qwen.client._base import new_client_request_id
 from airflow_provider_qwen.client.errors import QwenError
+from airflow_provider_qwen.cost.budget import settle
 
 if TYPE_CHECKING:
     from airflow_provider_qwen.client.client import AsyncQwenClient, QwenClient
@@ -31,6 +32,30 @@ TRUNCATED = (
     "the answer was cut at the token limit (finish_reason='length'); raise max_completion_tokens or "
     "shorten the prompt (a batch: lower max_input_tokens)"
 )
+
+
+@dataclass(frozen=True)
+class DeferredCall:
+    """A call handed to the triggerer (a deferrable operator): its id, model and the worst case held
+    for it over the pause; JSON round-trips it (the task's resume kwargs)."""
+
+    client_request_id: str
+    model: str
+    held_usd: Decimal = Decimal(0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "client_request_id": self.client_request_id,
+            "model": self.model,
+            "held_usd": str(self.held_usd),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DeferredCall:
+        rid, held = data.get("client_request_id"), Decimal(str(data.get("held_usd") or 0))
+        if not isinstance(rid, str) or not rid or not held.is_finite() or held < 0:
+            raise ValueError(f"not a deferred call: {dict(data)!r}")
+        return cls(rid, str(data.get("model") or ""), held)
 
 
 @dataclass
@@ -158,6 +183,56 @@ class Calls:
             meter.estimate = self.cost.ledger.add(completion, request)
         return self.check(completion, fail_on_truncation=fail_on_truncation)
 
+    def start_deferred(self, request: ChatRequest) -> DeferredCall:
+        """Before a call is handed to the triggerer: reserve its worst case against the budgets (a
+        refusal raises here, unsent) and hold it in the ledger as in flight, so the cost journaled
+        when the task defers counts it, and a retry after a kill counts it too."""
+        budget = self.cost.budget
+        held = budget.reserve(request)
+        budget.release(held)  # from here the ledger's in-flight estimate holds it, across processes
+        if not held and self.cost.prices.get(request.model) is not None:
+            held = budget.worst_case(request)  # unbudgeted: still what a killed try may have cost
+        rid = new_client_request_id()
+        self.cost.ledger.hold_in_flight(rid, request.model, held)
+        return DeferredCall(rid, request.model, held)
+
+    def finish_deferred(
+        self,
+        call: DeferredCall,
+        event: Mapping[str, Any],
+        request: ChatRequest,
+        *,
+        fail_on_truncation: bool = False,
+    ) -> ChatCompletion:
+        """After the pause: record what the triggerer's call cost, from its event (the answer, or the
+        error and its charge), then the finish checks. ``resent``: earlier runs of the trigger (a
+        triggerer restarted mid-call) that may have sent it, each counted as a possibly paid try."""
+        from airflow_provider_qwen.client.errors import error_from_dict
+        from airflow_provider_qwen.client.models import CallInfo, ChatCompletion
+
+        resent = _count(event.get("resent"))
+        status = event.get("status")
+        if status == "success" and isinstance(event.get("completion"), Mapping):
+            completion = ChatCompletion.from_dict(event["completion"])
+            info = completion.call or CallInfo(
+                requested_model=call.model, client_request_id=call.client_request_id
+            )
+            completion.call = replace(info, unconfirmed_tries=info.unconfirmed_tries + resent)
+            settle(call.held_usd, self.cost.ledger.add(completion, request))
+            return self.check(completion, fail_on_truncation=fail_on_truncation)
+        if status == "error" and isinstance(event.get("error"), Mapping):
+            error = error_from_dict(event["error"])
+            error.charge = replace(error.charge, unconfirmed_tries=error.charge.unconfirmed_tries + resent)
+            settle(call.held_usd, self.cost.ledger.add_error(error, request))
+            raise error
+        self.cost.ledger.add_interrupted(request, call.client_request_id)  # it may have been sent
+        for _ in range(resent):
+            self.cost.ledger.add_interrupted(request, call.client_request_id)
+        message = str(event.get("message") or f"an event the operator does not know: status={status!r}")
+        raise QwenError(
+            f"the deferred call failed in the triggerer: {message}", client_request_id=call.client_request_id
+        )
+
     def check(
         self, completion: ChatCompletion, *, fail_on_truncation: bool, warn: bool = True
     ) -> ChatCompletion:
@@ -170,3 +245,7 @@ class Calls:
             if warn:
                 self.log.warning(TRUNCATED)
         return completion
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

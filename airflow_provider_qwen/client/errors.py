@@ -260,3 +260,59 @@ def error_for_status(
     if cls is RateLimitError:
         return RateLimitError(message, retry_after=retry_after, **kwargs)
     return cls(message, **kwargs)
+
+
+def error_to_dict(error: QwenError) -> dict[str, Any]:
+    """A QwenError as JSON-safe data (a trigger event): class, message, ids, charge; not its body."""
+    data: dict[str, Any] = {
+        "type": type(error).__name__,
+        "message": error.message,
+        "status_code": error.status_code,
+        "inference_id": error.inference_id,
+        "client_request_id": error.client_request_id,
+        "charge": error.charge.to_dict(),
+    }
+    if isinstance(error, RateLimitError):
+        data["retry_after"] = error.retry_after
+    if isinstance(error, StructuredOutputError):
+        data["errors"] = list(error.errors)
+    return data
+
+
+def error_from_dict(data: Mapping[str, Any]) -> QwenError:
+    """The QwenError ``error_to_dict`` described (an unknown class name: a plain QwenError)."""
+    cls = _ERROR_CLASSES.get(str(data.get("type")), QwenError)
+    status = data.get("status_code")
+    kwargs: dict[str, Any] = {
+        "status_code": status if isinstance(status, int) and not isinstance(status, bool) else None,
+        "inference_id": _text_or_none(data.get("inference_id")),
+        "client_request_id": _text_or_none(data.get("client_request_id")),
+        "charge": Charge.from_dict(data["charge"]) if isinstance(data.get("charge"), Mapping) else NO_CHARGE,
+    }
+    message = str(data.get("message") or "the call failed")
+    if cls is RateLimitError:
+        after = data.get("retry_after")
+        retry_after = (
+            float(after) if isinstance(after, (int, float)) and not isinstance(after, bool) else None
+        )
+        return RateLimitError(message, retry_after=retry_after, **kwargs)
+    if cls is StructuredOutputError:
+        errors = data.get("errors")
+        return StructuredOutputError(
+            message, errors=[str(e) for e in errors] if isinstance(errors, list) else None, **kwargs
+        )
+    return cls(message, **kwargs)
+
+
+def _text_or_none(value: Any) -> str | None:
+    return str(value) if value else None
+
+
+def _subclasses(cls: type[QwenError]) -> list[type[QwenError]]:
+    return [cls, *(c for sub in cls.__subclasses__() for c in _subclasses(sub))]
+
+
+# Every error class of this module by name (a class defined elsewhere arrives as its nearest base).
+_ERROR_CLASSES: dict[str, type[QwenError]] = {
+    c.__name__: c for c in _subclasses(QwenError) if c.__module__ == __name__
+}

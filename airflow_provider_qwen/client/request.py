@@ -223,6 +223,19 @@ class ChatRequest(Strict):
         body.update(self.extra_body or {})
         return body
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe, ``extra_body`` kept apart (a trigger's kwargs); ``from_dict`` validates it again."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        if self.extra_body:
+            data["extra_body"] = dict(self.extra_body)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ChatRequest:
+        """The request ``to_dict`` described, validated as ``build_request`` does."""
+        params = {k: v for k, v in data.items() if k != "messages"}
+        return build_request(data.get("messages") or [], **params)
+
     @property
     def is_named_tool_call(self) -> bool:
         """Whether ``tool_choice`` forces one named function (structured output by tool call)."""

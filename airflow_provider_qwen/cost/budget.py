@@ -44,6 +44,13 @@ def worst_case_usd(request: ChatRequest, prices: PriceTable) -> Decimal:
     return price.usd(request_token_bound(request), output_cap(request))
 
 
+def settle(held: Decimal, estimate: Estimate | None) -> None:
+    """An estimated call keeps the rest of the worst case ``held`` for it counted as unsettled."""
+    if estimate is not None and held:
+        known = estimate.estimated.usd_spent + estimate.reported.usd_spent
+        estimate.unsettled_usd = max(Decimal(0), held - known)
+
+
 class Budget:
     """The limits of one try and what is held against them.
 
@@ -151,9 +158,7 @@ class Budget:
         """
         with self._lock:
             self.reserved_usd -= amount
-            if estimate is not None and amount:
-                known = estimate.estimated.usd_spent + estimate.reported.usd_spent
-                estimate.unsettled_usd = max(Decimal(0), amount - known)
+        settle(amount, estimate)
 
     def check(self, request: ChatRequest) -> None:
         """Refuse ``request`` if its worst case would pass a budget; hold nothing."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from airflow_provider_qwen.client.errors import QwenError
 from airflow_provider_qwen.client.estimate import answer_usage, billable_usage, unsent_answer_usage, usage_of
 from airflow_provider_qwen.client.pricing import Cost, PriceTable
-from airflow_provider_qwen.cost.record import CostTotals, Estimate
+from airflow_provider_qwen.cost.record import IN_FLIGHT, CostTotals, Estimate
 
 if TYPE_CHECKING:
     from airflow_provider_qwen.client.models import ChatCompletion, Usage
@@ -68,12 +68,23 @@ class TryLedger:
 
     def carry(self, totals: CostTotals) -> None:
         """What this try spent before a pause (journaled then), counted again after it. Only in the
-        total: ``by_model`` feeds the metrics, which the paused part already emitted."""
+        total: ``by_model`` feeds the metrics, which the paused part already emitted. A call in
+        flight over the pause (deferred) is left out: its answer or error is recorded after it."""
         carried = CostTotals()
         carried.merge(totals)
         carried.tries = carried.instances = 0  # the same try, not another one
+        carried.estimates = [e for e in carried.estimates if e.kind != IN_FLIGHT]  # settled now
         with self._lock:
             self.total.merge(carried)
+
+    def hold_in_flight(self, client_request_id: str, model: str, worst_usd: Decimal) -> None:
+        """A call sent elsewhere (a deferred one, in the triggerer) and not answered yet: its worst
+        case counts as unsettled until its answer or error is recorded after the pause."""
+        estimate = Estimate(
+            client_request_id, model or self.model or "", kind=IN_FLIGHT, unsettled_usd=worst_usd
+        )
+        with self._lock:
+            self.total.estimates.append(estimate)
 
     def add_charge(self, model: str, cost: Cost, usage: Usage | None = None) -> None:
         """A charge that came without a parsed answer (or a test's hand-made one)."""

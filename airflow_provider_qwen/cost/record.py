@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 COST_XCOM_KEY = "qwen_cost"
 COUNT_FIELDS = ("requests", "prompt_tokens", "completion_tokens", "reasoning_tokens", "total_tokens")
 MAX_ESTIMATES = 1000  # estimate entries kept per record; the rest are summed into one entry
-ESTIMATE_KINDS = ("cut_stream", "unconfirmed", "no_usage", "unfinished", "summed")
+ESTIMATE_KINDS = ("cut_stream", "unconfirmed", "no_usage", "unfinished", "summed", "in_flight")
+IN_FLIGHT = "in_flight"  # a deferred call not answered yet: its worst case, all unsettled
 
 
 def parse_usd(field_name: str, value: Any) -> Decimal | None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_qwen.operators.base import QwenBaseOperator
+from airflow_provider_qwen.operators.call import Done, QwenCallOperator
 
 if TYPE_CHECKING:
     import logging
@@ -14,37 +15,31 @@ if TYPE_CHECKING:
 
     from airflow_provider_qwen.calls import Calls
     from airflow_provider_qwen.client.models import ChatCompletion, ChatCompletionChunk
+    from airflow_provider_qwen.client.request import ChatRequest
+    from airflow_provider_qwen.operators.call import State
 
 PROGRESS_EVERY_S = 2.0
 
 
-class QwenChatOperator(QwenBaseOperator):
+class QwenChatOperator(QwenCallOperator):
     """Send a prompt (and optional system prompt / message history) to Qwen and return the answer text.
 
     :param include_reasoning: return ``{"content", "reasoning_content"}`` instead of the text.
     :param stream: stream the answer, logging progress (characters so far, tokens/s) every few
-        seconds; the result is the same.
+        seconds; the result is the same (deferred, the triggerer assembles the stream).
     :param fail_on_truncation: fail when the answer was cut at the token limit (default: warn).
+    :param deferrable: make the call in the triggerer, holding no worker slot while it runs.
+    :param require_approval: a person approves, edits or rejects the answer before it is pushed.
 
     Every parameter of :class:`QwenBaseOperator` applies (prompt files, generation parameters,
     ``max_cost_usd``); the ``qwen_cost`` XCom is pushed for every try.
     """
 
-    def __init__(
-        self,
-        *,
-        include_reasoning: bool = False,
-        stream: bool = False,
-        fail_on_truncation: bool = False,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, include_reasoning: bool = False, stream: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.include_reasoning = include_reasoning
         self.stream = stream
-        self.fail_on_truncation = fail_on_truncation
-        self.check_flags(
-            include_reasoning=include_reasoning, stream=stream, fail_on_truncation=fail_on_truncation
-        )
+        self.check_flags(include_reasoning=include_reasoning, stream=stream)
         self.validate_static_parameters()
 
     def extra_request_params(self) -> dict[str, Any]:
@@ -52,17 +47,37 @@ class QwenChatOperator(QwenBaseOperator):
             return {"stream": True, "stream_options": {"include_usage": True}}
         return {}
 
-    def run(self, context: Context, calls: Calls) -> Any:
-        request = self.build_request(self.rendered_messages(context))
-        if self.stream:
-            progress = StreamProgress(self.log)
-            completion = calls.stream(request, progress.update, fail_on_truncation=self.fail_on_truncation)
-            progress.done(completion)
-        else:
-            completion = calls.send(request, fail_on_truncation=self.fail_on_truncation)
+    def turn_request(self, context: Context, state: State) -> ChatRequest:
+        return self.build_request(self.rendered_messages(context))
+
+    def send_turn(self, calls: Calls, request: ChatRequest) -> ChatCompletion:
+        if not self.stream:
+            return super().send_turn(calls, request)
+        progress = StreamProgress(self.log)
+        completion = calls.stream(request, progress.update, fail_on_truncation=self.fail_on_truncation)
+        progress.done(completion)
+        return completion
+
+    def after_turn(self, state: State, completion: ChatCompletion) -> Done:
         if self.include_reasoning:
-            return {"content": completion.content, "reasoning_content": completion.reasoning_content}
-        return completion.content
+            return Done({"content": completion.content, "reasoning_content": completion.reasoning_content})
+        return Done(completion.content)
+
+    def edited_value(self, text: str) -> Any:
+        if not self.include_reasoning:
+            return text
+        from airflow.sdk.exceptions import AirflowFailException
+
+        try:
+            edited = json.loads(text)
+        except ValueError as exc:
+            edited = exc
+        if not isinstance(edited, dict) or not isinstance(edited.get("content"), (str, type(None))):
+            raise AirflowFailException(
+                f"{type(self).__name__} {self.task_id!r}: the edited output must be a JSON object with "
+                f'"content" (and "reasoning_content"), as shown; got {text[:200]!r}; nothing was pushed'
+            )
+        return {"content": edited.get("content"), "reasoning_content": edited.get("reasoning_content")}
 
 
 class StreamProgress:

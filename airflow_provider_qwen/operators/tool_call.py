@@ -12,19 +12,21 @@ from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_qwen.operators.base import QwenBaseOperator
+from airflow_provider_qwen.operators.call import Done, QwenCallOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
     from pydantic import BaseModel
 
-    from airflow_provider_qwen.calls import Calls
+    from airflow_provider_qwen.client.models import ChatCompletion
+    from airflow_provider_qwen.client.request import ChatRequest
     from airflow_provider_qwen.client.structured import CheckedCall, ToolSpec
+    from airflow_provider_qwen.operators.call import State
 
 _CHOICE_KEYWORDS = ("none", "auto", "required")
 
 
-class QwenToolCallOperator(QwenBaseOperator):
+class QwenToolCallOperator(QwenCallOperator):
     """Structured output from Qwen through tool calls.
 
     Give exactly one of:
@@ -42,6 +44,8 @@ class QwenToolCallOperator(QwenBaseOperator):
     :param tool_description: its description (default: the model's docstring / schema description).
     :param max_repairs: follow-up turns for invalid arguments before failing (default 2).
     :param fail_on_truncation: fail at once when the answer was cut at the token limit.
+    :param deferrable: make each call (repairs too) in the triggerer, holding no worker slot.
+    :param require_approval: a person approves, edits (validated again) or rejects the result.
     """
 
     def __init__(
@@ -55,7 +59,6 @@ class QwenToolCallOperator(QwenBaseOperator):
         tool_name: str | None = None,
         tool_description: str | None = None,
         max_repairs: int = 2,
-        fail_on_truncation: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -67,7 +70,6 @@ class QwenToolCallOperator(QwenBaseOperator):
         self.tool_name = tool_name
         self.tool_description = tool_description
         self.max_repairs = max_repairs
-        self.fail_on_truncation = fail_on_truncation
         self._check_arguments()
         self.validate_static_parameters()
 
@@ -96,7 +98,6 @@ class QwenToolCallOperator(QwenBaseOperator):
         repairs = self.max_repairs
         if isinstance(repairs, bool) or not isinstance(repairs, int) or repairs < 0:
             raise InvalidRequestError(f"{where}: max_repairs={self.max_repairs!r} must be an integer >= 0")
-        self.check_flags(fail_on_truncation=self.fail_on_truncation)
         if self.parallel_tool_calls is not None:
             self.check_flags(parallel_tool_calls=self.parallel_tool_calls)
         _ = self.specs  # every schema (and each $ref in it) is checked now, when the DAG is parsed
@@ -136,60 +137,100 @@ class QwenToolCallOperator(QwenBaseOperator):
             params["normalize_tool_schemas"] = True
         return params
 
-    # -- execution ------------------------------------------------------------------------
+    # -- the turns ----------------------------------------------------------------------------
 
-    def run(self, context: Context, calls: Calls) -> Any:
+    def first_state(self, context: Context) -> State:
         if self.needs_gateway_normalization:
             self.log.info(
                 "a tool schema is recursive and cannot be inlined: sending it with $defs and "
                 "normalize_tool_schemas=True so the gateway rewrites it"
             )
-        messages = self.rendered_messages(context)
-        return self._structured(messages, calls) if self.single_output else self._calls(messages, calls)
+        return {"messages": self.rendered_messages(context), "turn": 0, "accepted": [], "overrides": {}}
 
-    def _structured(self, messages: list[dict[str, Any]], calls: Calls) -> Any:
+    def turn_request(self, context: Context, state: State) -> ChatRequest:
+        return self.build_request(state["messages"], **state["overrides"])
+
+    def after_turn(self, state: State, completion: ChatCompletion) -> Done | State:
+        return self._structured(state, completion) if self.single_output else self._calls(state, completion)
+
+    def _structured(self, state: State, completion: ChatCompletion) -> Done | State:
+        """The output tool's validated value, or the state with a repair turn appended."""
         from airflow_provider_qwen.client.repair import RepairLoop
 
         (spec,) = self.specs.values()
         loop = RepairLoop(
             spec,
-            messages,
+            state["messages"],
             max_repairs=self.max_repairs,
             on_repair=lambda errors, turn: self._log_repair(spec.name, errors, turn),
             give_up=lambda errors: self._gave_up(spec.name, errors),
         )
-        while True:
-            completion = calls.send(
-                self.build_request(loop.messages), fail_on_truncation=self.fail_on_truncation
-            )
-            if loop.accept(completion):
-                return loop.value
+        loop.turn = state["turn"]
+        if loop.accept(completion):
+            return Done(loop.value)
+        return {**state, "messages": loop.messages, "turn": loop.turn}
 
-    def _calls(self, messages: list[dict[str, Any]], calls: Calls) -> list[dict[str, Any]]:
+    def _calls(self, state: State, completion: ChatCompletion) -> Done | State:
         """All calls, each validated; failed ones are repaired and replaced by the repair turn's calls."""
         from airflow_provider_qwen.client.repair import repair_calls_messages
         from airflow_provider_qwen.client.structured import check_tool_calls
 
-        accepted: list[CheckedCall] = []
-        overrides: dict[str, Any] = {}
-        problems: list[str] = []
-        for turn in range(self.max_repairs + 1):
-            request = self.build_request(messages, **overrides)
-            completion = calls.send(request, fail_on_truncation=self.fail_on_truncation)
-            checked = check_tool_calls(completion, self.specs)
-            accepted += [call for call in checked if call.ok]
-            failed = [call for call in checked if not call.ok]
-            missing = self._missing_call(checked, overrides.get("tool_choice", self.tool_choice))
-            if not failed and not missing:
-                return [call.result() for call in accepted]
-            problems = [f"{c.name} ({c.id}): {e}" for c in failed for e in c.errors] + missing
-            if turn < self.max_repairs:
-                self._log_repair("the tools", problems, turn)
-                messages = [*messages, *repair_calls_messages(completion, checked, missing=missing)]
-                names = {call.name for call in failed}
-                forced = self.specs.get(names.pop()) if len(names) == 1 and not missing else None
-                overrides = {"tool_choice": forced.forced_choice() if forced else "required"}
-        raise self._gave_up("the tools", problems)
+        checked = check_tool_calls(completion, self.specs)
+        accepted = [*state["accepted"], *(call.result() for call in checked if call.ok)]
+        failed = [call for call in checked if not call.ok]
+        missing = self._missing_call(checked, state["overrides"].get("tool_choice", self.tool_choice))
+        if not failed and not missing:
+            return Done(accepted)
+        problems = [f"{c.name} ({c.id}): {e}" for c in failed for e in c.errors] + missing
+        turn = state["turn"]
+        if turn >= self.max_repairs:
+            raise self._gave_up("the tools", problems)
+        self._log_repair("the tools", problems, turn)
+        names = {call.name for call in failed}
+        forced = self.specs.get(names.pop()) if len(names) == 1 and not missing else None
+        return {
+            "messages": [*state["messages"], *repair_calls_messages(completion, checked, missing=missing)],
+            "turn": turn + 1,
+            "accepted": accepted,
+            "overrides": {"tool_choice": forced.forced_choice() if forced else "required"},
+        }
+
+    def edited_value(self, text: str) -> Any:
+        """A reviewer's edit, validated as the model's arguments were (the tool's schema or model)."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from airflow_provider_qwen.client.errors import StructuredOutputError
+
+        try:
+            if self.single_output:
+                (spec,) = self.specs.values()
+                return spec.check_arguments(text)
+            return self._edited_calls(text)
+        except StructuredOutputError as exc:
+            raise AirflowFailException(
+                f"{type(self).__name__} {self.task_id!r}: the edited output is not valid, nothing was "
+                "pushed:\n- " + "\n- ".join(exc.errors or [str(exc)])
+            ) from None
+
+    def _edited_calls(self, text: str) -> list[dict[str, Any]]:
+        from airflow_provider_qwen.client.errors import StructuredOutputError
+        from airflow_provider_qwen.client.structured import parse_arguments
+
+        calls = parse_arguments(text)
+        shape = 'a JSON list of {"name", "arguments", "id"} objects, as shown'
+        if not isinstance(calls, list):
+            raise StructuredOutputError(f"not {shape}", errors=[f"the edited output must be {shape}"])
+        edited = []
+        for index, call in enumerate(calls):
+            spec = self.specs.get(str(call.get("name"))) if isinstance(call, dict) else None
+            if spec is None:
+                raise StructuredOutputError(
+                    "unknown tool",
+                    errors=[f"call {index}: must be {shape}, naming one of {sorted(self.specs)}"],
+                )
+            value = spec.validate(call.get("arguments"))
+            edited.append({"name": spec.name, "arguments": value, "id": str(call.get("id") or "")})
+        return edited
 
     @staticmethod
     def _missing_call(checked: list[CheckedCall], choice: Any) -> list[str]:

@@ -1,0 +1,1 @@
+"""The triggers of the deferrable Qwen operators."""
