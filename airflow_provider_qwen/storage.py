@@ -26,7 +26,7 @@ CONFIG_SECTION = "qwen"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:+=@,~-]")
 
 
-def _config(key: str) -> str | None:
+def config_value(key: str) -> str | None:
     """``[qwen] <key>`` from the Airflow config (``AIRFLOW__QWEN__<KEY>`` wins, read at call time)."""
     from airflow.sdk import conf
 
@@ -42,10 +42,10 @@ def storage_base() -> ObjectStoragePath:
     """The root of the provider's storage: ``[qwen] storage_base``, default ``file://{AIRFLOW_HOME}/qwen``."""
     from airflow.sdk import ObjectStoragePath
 
-    url = _config("storage_base") or f"file://{os.path.join(airflow_home(), 'qwen')}"
+    url = config_value("storage_base") or f"file://{os.path.join(airflow_home(), 'qwen')}"
     if "://" not in url:  # a plain local path
         url = f"file://{os.path.abspath(os.path.expanduser(url))}"
-    return ObjectStoragePath(url, conn_id=_config("storage_conn_id"))
+    return ObjectStoragePath(url, conn_id=config_value("storage_conn_id"))
 
 
 def path_part(value: Any) -> str:

@@ -12,6 +12,7 @@ from the trigger's event when it resumes (``Calls.start_deferred`` / ``finish_de
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -127,8 +128,9 @@ class QwenCallOperator(ReviewMixin, QwenBaseOperator):
 
     def _defer(self, context: Context, calls: Calls, request: ChatRequest, state: State) -> NoReturn:
         from airflow_provider_qwen.client.pricing import usd_text
-        from airflow_provider_qwen.triggers.qwen import QwenChatTrigger
+        from airflow_provider_qwen.triggers.qwen import QwenChatTrigger, resume_guard_s
 
+        guard = resume_guard_s()
         call = calls.start_deferred(request)  # a budget refusal raises here, before deferring
         marker, storage_conn_id = _sends_marker(context, call.client_request_id, self.log)
         self.log.info(
@@ -145,6 +147,7 @@ class QwenCallOperator(ReviewMixin, QwenBaseOperator):
                 marker=marker,
                 storage_conn_id=storage_conn_id,
                 resume={"call": call.to_dict(), "state": state},
+                not_before=time.time() + guard,
             ),
             method_name="execute_complete",
             timeout=self.execution_timeout,

@@ -12,12 +12,33 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_qwen import DEFAULT_CONN_ID
+
+# Airflow 3.3 fails a task whose trigger fires before the scheduler has drained the executor's
+# report of the deferring process's exit (apache/airflow#72716, #71580: seconds under load). The
+# call is sent at once; its event is handed back no sooner than this long after the task deferred
+# ([qwen] resume_guard_seconds).
+RESUME_GUARD_S = 10.0
+
+
+def resume_guard_s() -> float:
+    """``[qwen] resume_guard_seconds`` (default ``RESUME_GUARD_S``); 0 fires at once."""
+    from airflow_provider_qwen.storage import config_value
+
+    text = config_value("resume_guard_seconds")
+    try:
+        value = float(text) if text is not None else RESUME_GUARD_S
+    except ValueError:
+        raise ValueError(f"[qwen] resume_guard_seconds={text!r} must be a number of seconds >= 0") from None
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"[qwen] resume_guard_seconds={text!r} must be a number of seconds >= 0")
+    return value
 
 
 class QwenChatTrigger(BaseTrigger):
@@ -31,6 +52,7 @@ class QwenChatTrigger(BaseTrigger):
         (False under a budget: its worst case is held for one paid try).
     :param marker: URL of the file that counts this call's sends (None: not counted).
     :param storage_conn_id: the connection of the marker's storage.
+    :param not_before: epoch seconds before which no event is fired (see ``RESUME_GUARD_S``).
     :param resume: what the task resumes with (its deferred call and turn state), handed back in
         every event: ``dag.test()`` in Airflow 3.3 drops the resume kwargs of a task when its trigger
         fires, so they travel here.
@@ -46,6 +68,7 @@ class QwenChatTrigger(BaseTrigger):
         marker: str | None = None,
         storage_conn_id: str | None = None,
         resume: Mapping[str, Any] | None = None,
+        not_before: float | None = None,
     ) -> None:
         super().__init__()
         self.request = dict(request)
@@ -55,6 +78,7 @@ class QwenChatTrigger(BaseTrigger):
         self.marker = marker
         self.storage_conn_id = storage_conn_id
         self.resume = dict(resume or {})
+        self.not_before = not_before
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -67,6 +91,7 @@ class QwenChatTrigger(BaseTrigger):
                 "marker": self.marker,
                 "storage_conn_id": self.storage_conn_id,
                 "resume": self.resume,
+                "not_before": self.not_before,
             },
         )
 
@@ -74,6 +99,12 @@ class QwenChatTrigger(BaseTrigger):
         return f"<QwenChatTrigger {self.client_request_id} model={self.request.get('model')!r}>"
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        event = await self._call()
+        if self.not_before is not None and (wait := self.not_before - time.time()) > 0:
+            await asyncio.sleep(wait)
+        yield event
+
+    async def _call(self) -> TriggerEvent:
         from airflow_provider_qwen.client.errors import QwenError, error_to_dict
         from airflow_provider_qwen.client.request import ChatRequest
         from airflow_provider_qwen.client.scrub import scrub_generic
@@ -95,13 +126,11 @@ class QwenChatTrigger(BaseTrigger):
                     request, client_request_id=self.client_request_id, retry_after_send=self.retry_after_send
                 )
         except QwenError as exc:
-            yield self._event("error", resent, error=error_to_dict(exc))
-            return
+            return self._event("error", resent, error=error_to_dict(exc))
         except Exception as exc:  # the triggerer's own failure (a connection it cannot read ...)
             message = scrub(f"{type(exc).__name__}: {exc}")
-            yield self._event("failed", resent, message=message)
-            return
-        yield self._event("success", resent, completion=completion.to_dict())
+            return self._event("failed", resent, message=message)
+        return self._event("success", resent, completion=completion.to_dict())
 
     def _event(self, status: str, resent: int, **payload: Any) -> TriggerEvent:
         return TriggerEvent({"status": status, "resent": resent, "resume": self.resume, **payload})

@@ -38,6 +38,12 @@ class Ticket(BaseModel):
     priority: int
 
 
+@pytest.fixture(autouse=True)
+def _fire_at_once(monkeypatch):
+    """dag.test() runs the trigger inline: no scheduler to race, so no resume guard."""
+    monkeypatch.setenv("AIRFLOW__QWEN__RESUME_GUARD_SECONDS", "0")
+
+
 def _chats(emulator):
     return [r for r in emulator.requests if r.path.endswith("/chat/completions")]
 
@@ -66,7 +72,7 @@ def test_a_deferred_chat_gives_the_same_result_and_cost_as_in_the_worker(run_dag
             deferrable=d,
         ),
     )
-    (worker, worker_bodies, worker_charged), (deferred, deferred_bodies, deferred_charged) = (
+    (worker, worker_bodies, _worker_charged), (deferred, deferred_bodies, deferred_charged) = (
         runs[False],
         runs[True],
     )
@@ -79,7 +85,8 @@ def test_a_deferred_chat_gives_the_same_result_and_cost_as_in_the_worker(run_dag
     }
     worker_cost, deferred_cost = worker.xcom("chat", "qwen_cost"), deferred.xcom("chat", "qwen_cost")
     assert {k: deferred_cost[k] for k in COST_FIELDS} == {k: worker_cost[k] for k in COST_FIELDS}
-    assert deferred_cost["estimates"] == [] and deferred_cost["estimated"] is False
+    assert deferred_cost["estimates"] == []
+    assert deferred_cost["estimated"] is False
     assert len(deferred_cost["tries"]) == 1
     assert (deferred_cost["credits_used"], Decimal(deferred_cost["usd_spent"])) == deferred_charged
 
@@ -156,7 +163,8 @@ def test_a_resent_call_is_counted_as_a_possibly_paid_try(run_dag, qwen_emulator,
     result = run_dag(dag)
     assert result.state == "success", result.task_states
     cost = result.xcom("chat", "qwen_cost")
-    assert cost["requests"] == 2 and cost["estimated"] is True
+    assert cost["requests"] == 2
+    assert cost["estimated"] is True
     (estimate,) = cost["estimates"]
     assert estimate["kind"] == "unconfirmed"
     assert estimate["client_request_id"] == _chats(qwen_emulator)[0].headers["x-client-request-id"]
@@ -191,3 +199,35 @@ def test_the_trigger_round_trips_and_keeps_the_request_out_of_its_repr():
 
     assert ChatRequest.from_dict(again.request).to_body() == request.to_body()
     assert "secret plan" not in repr(again)
+
+
+def test_the_event_waits_for_the_resume_guard_but_the_call_does_not(qwen_emulator):
+    import asyncio
+    import time
+
+    from airflow_provider_qwen.client.request import build_request
+    from airflow_provider_qwen.triggers.qwen import QwenChatTrigger
+
+    request = build_request("hi", max_completion_tokens=5)
+    trigger = QwenChatTrigger(request=request.to_dict(), client_request_id="qwen-" + "a" * 32)
+    trigger.not_before = time.time() + 1.5
+
+    async def first_event():
+        async for event in trigger.run():
+            return event, time.time()
+
+    event, fired = asyncio.run(first_event())
+    (chat,) = _chats(qwen_emulator)
+    assert event.payload["status"] == "success"
+    assert fired >= trigger.not_before
+    assert chat.time < trigger.not_before - 1.0  # sent at once, only the event was held
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "inf", "nan"])
+def test_a_bad_resume_guard_is_refused_before_anything_is_sent(run_dag, qwen_emulator, monkeypatch, value):
+    monkeypatch.setenv("AIRFLOW__QWEN__RESUME_GUARD_SECONDS", value)
+    with DAG("qwen_deferral_guard", schedule=None, start_date=START) as dag:
+        QwenChatOperator(task_id="chat", prompt="Hello", max_completion_tokens=50, deferrable=True)
+    result = run_dag(dag)
+    assert result.task_states[("chat", -1)] == "failed"
+    assert _chats(qwen_emulator) == []
