@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -32,6 +33,7 @@ RETURNED_KWARG = "qwen_decorated_return"
 # The prompt the parameters are checked with at DAG parse time, before the function has run.
 PARSE_CHECK_PROMPT = "parameter check"
 ROLES = ("system", "user", "assistant", "tool")
+_WORD = re.compile(r"[A-Za-z_]{1,20}")  # a role shown in an error (anything else could be a secret)
 PROMPT_ALLOWED = 'the prompt (a non-empty str) or a list of messages ({"role", "content"} dicts)'
 ITEMS_ALLOWED = (
     "the items (a list of str or dict), or one input: the URL or ObjectStoragePath of a file or folder, "
@@ -190,7 +192,7 @@ def check_prompt(where: str, value: Any) -> str | list[dict[str, Any]]:
             )
         role = message.get("role")
         if not isinstance(role, str) or role not in ROLES:
-            shown = repr(role) if isinstance(role, str) and len(role) <= 40 else kind_of(role)
+            shown = repr(role) if isinstance(role, str) and _WORD.fullmatch(role) else kind_of(role)
             raise ReturnedValueError(
                 f"{where}: message [{index}] returned by the function has role {shown}; allowed: "
                 f"{', '.join(ROLES)}; nothing was sent"
