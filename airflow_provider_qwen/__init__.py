@@ -15,6 +15,22 @@ DEFAULT_MODEL = "alibaba/qwen3.7-max"
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_MAX_RETRIES = 2
 
+# The project's addresses (the same in setup.cfg's project_urls, README.md and mkdocs.yml). Airflow
+# 3.3's providers manager sets the provider info's documentation-url from the distribution's
+# "Project-URL: Documentation" (what `airflow providers get --full` and the providers page show);
+# the info names the same address itself, for the readers of the info that come before that step.
+SOURCE_URL = "https://github.com/airflow-provider-qwen/airflow-provider-qwen"
+DOCUMENTATION_URL = "https://airflow-provider-qwen.github.io/airflow-provider-qwen/"
+
+# Every module that defines an operator (helpers and mixins are left out), hook and trigger.
+OPERATOR_MODULES = [
+    f"airflow_provider_qwen.operators.{name}"
+    for name in ("chat", "tool_call", "batch", "agent", "cost_report")
+]
+HOOK_MODULES = ["airflow_provider_qwen.hooks.qwen"]
+TRIGGER_MODULES = ["airflow_provider_qwen.triggers.qwen"]
+TASK_DECORATORS = ("qwen", "qwen_tool_call", "qwen_batch", "qwen_agent")
+
 CONN_FIELDS: dict[str, dict[str, Any]] = {
     "model": {
         "label": "Default model",
@@ -53,8 +69,12 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-qwen",
         "name": "Qwen (AI/ML API)",
-        "description": "Alibaba Qwen models on the AI/ML API: hook, operators, cost tracking.",
+        "description": (
+            "Alibaba Qwen models on the AI/ML API: hook, operators, TaskFlow decorators, deferrable "
+            "calls, batches, agents, cost tracking and budgets."
+        ),
         "versions": [__version__],
+        "documentation-url": DOCUMENTATION_URL,
         "connection-types": [
             {
                 "connection-type": "qwen",
@@ -64,16 +84,19 @@ def get_provider_info() -> dict[str, Any]:
                 "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
             }
         ],
-        "hooks": [{"integration-name": "Qwen", "python-modules": ["airflow_provider_qwen.hooks.qwen"]}],
-        "operators": [{"integration-name": "Qwen", "python-modules": ["airflow_provider_qwen.operators"]}],
-        "triggers": [{"integration-name": "Qwen", "python-modules": ["airflow_provider_qwen.triggers.qwen"]}],
+        "hooks": [{"integration-name": "Qwen", "python-modules": list(HOOK_MODULES)}],
+        "operators": [{"integration-name": "Qwen", "python-modules": list(OPERATOR_MODULES)}],
+        "triggers": [{"integration-name": "Qwen", "python-modules": list(TRIGGER_MODULES)}],
         "task-decorators": [
             {"name": name, "class-name": f"airflow_provider_qwen.decorators.qwen.{name}_task"}
-            for name in ("qwen", "qwen_tool_call", "qwen_batch", "qwen_agent")
+            for name in TASK_DECORATORS
         ],
         "config": {
             "qwen": {
-                "description": "Where Qwen tasks keep batch checkpoints, large outputs, cost journals.",
+                "description": (
+                    "Where Qwen tasks keep batch checkpoints, large outputs and cost journals; how "
+                    "long a deferred call holds its event."
+                ),
                 "options": {
                     "storage_base": {
                         "description": "ObjectStoragePath URL all workers share (default: a local folder).",
@@ -89,6 +112,17 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "aws_default",
                         "default": None,
                     },
+                    "resume_guard_seconds": {
+                        "description": (
+                            "A deferred call's event is handed back no sooner than this many seconds "
+                            "after the task deferred (default 10; 0: at once). Airflow 3.3 fails a "
+                            "task whose trigger fires before the scheduler saw it defer."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "10",
+                        "default": None,
+                    },
                 },
             }
         },
@@ -96,7 +130,7 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "integration-name": "Qwen",
                 "external-doc-url": "https://docs.aimlapi.com/",
-                "tags": ["ai"],
+                "tags": ["ai", "alibaba", "llm"],
             }
         ],
     }

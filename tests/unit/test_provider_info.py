@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
 import inspect
 import json
+import pkgutil
 import subprocess
 import sys
 from importlib import metadata, resources
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,10 +19,19 @@ import pytest
 import respx
 
 import airflow_provider_qwen
-from airflow_provider_qwen import CONN_FIELDS, DEFAULT_BASE_URL, DEFAULT_CONN_ID, get_provider_info
+from airflow_provider_qwen import (
+    CONN_FIELDS,
+    DEFAULT_BASE_URL,
+    DEFAULT_CONN_ID,
+    DOCUMENTATION_URL,
+    get_provider_info,
+)
 from airflow_provider_qwen.hooks.qwen import QwenHook
 
 DISTRIBUTION = "airflow-provider-qwen"
+PACKAGE = Path(airflow_provider_qwen.__file__).parent
+# Keys Airflow's providers manager adds to the info at run time (provider.yaml has none of them).
+RUNTIME_ONLY_KEYS = ("documentation-url",)
 JSON_SCHEMA_TYPES = {"string", "number", "integer", "boolean", "object", "array", "null"}
 
 
@@ -56,6 +69,128 @@ def test_the_entry_point_is_installed():
 def test_provider_info_validates_against_airflows_schema(info: dict[str, Any]):
     jsonschema.validate(info, airflow_schema("provider_info.schema.json"))
     assert json.loads(json.dumps(info)) == info  # plain JSON data
+
+
+def test_provider_info_is_also_a_valid_provider_yaml(info: dict[str, Any]):
+    """The stricter schema of an ASF provider's provider.yaml (no unknown keys in a section, the
+    integration's tags from Airflow's list, every config option fully described), with the two
+    release fields provider.yaml has and the runtime info has not."""
+    as_yaml = {k: v for k, v in info.items() if k not in RUNTIME_ONLY_KEYS}
+    as_yaml.update({"state": "ready", "source-date-epoch": 0})
+    jsonschema.validate(as_yaml, airflow_schema("provider.yaml.schema.json"))
+    integrations = {i["integration-name"] for i in info["integrations"]}
+    for section in ("hooks", "operators", "triggers"):
+        assert {entry["integration-name"] for entry in info[section]} <= integrations, section
+
+
+def test_the_documentation_url_is_the_distributions(info: dict[str, Any]):
+    """Airflow 3.3 takes the provider's documentation URL from the Project-URL "Documentation" of its
+    distribution; the info names the same one."""
+    urls = dict(
+        entry.split(", ", 1) for entry in metadata.distribution(DISTRIBUTION).metadata.get_all("Project-URL")
+    )
+    assert urls["Documentation"] == info["documentation-url"] == DOCUMENTATION_URL
+    assert DOCUMENTATION_URL.startswith("https://")
+
+
+# -- every hook, operator, trigger and decorator is listed, and every listed module imports --------------
+
+
+def _modules(info: dict[str, Any], section: str) -> list[str]:
+    return [module for entry in info[section] for module in entry["python-modules"]]
+
+
+def _package_modules(subpackage: str) -> list[str]:
+    package = importlib.import_module(f"airflow_provider_qwen.{subpackage}")
+    return sorted(m.name for m in pkgutil.iter_modules(package.__path__, f"{package.__name__}."))
+
+
+def _classes_defined(module_name: str, base: type) -> list[type]:
+    module = importlib.import_module(module_name)
+    return [
+        value
+        for value in vars(module).values()
+        if inspect.isclass(value) and issubclass(value, base) and value.__module__ == module_name
+    ]
+
+
+@pytest.mark.parametrize("section", ["hooks", "operators", "triggers"])
+def test_every_listed_module_imports(info: dict[str, Any], section: str):
+    modules = _modules(info, section)
+    assert modules, section
+    assert len(modules) == len(set(modules)), f"{section} lists a module twice"
+    for name in modules:
+        importlib.import_module(name)
+
+
+def test_every_module_that_defines_an_operator_is_listed(info: dict[str, Any]):
+    """An operator module defines an operator no other operator of the package derives from (base
+    classes, mixins and helpers such as base, call, spend, batch_checks, lineage, review are not
+    listed), and ``airflow_provider_qwen.operators`` exports each one."""
+    from airflow.sdk import BaseOperator
+
+    import airflow_provider_qwen.operators as operators
+
+    defined = {name: _classes_defined(name, BaseOperator) for name in _package_modules("operators")}
+    every = [cls for classes in defined.values() for cls in classes]
+    leaves = {
+        name: [
+            cls for cls in classes if not any(other is not cls and issubclass(other, cls) for other in every)
+        ]
+        for name, classes in defined.items()
+    }
+    operator_modules = sorted(name for name, classes in leaves.items() if classes)
+    assert sorted(_modules(info, "operators")) == operator_modules
+    exported = {getattr(operators, name) for name in operators.__all__}
+    assert {cls for classes in leaves.values() for cls in classes} == exported
+    assert {cls.__module__ for cls in exported} == set(operator_modules)
+
+
+@pytest.mark.parametrize(
+    ("section", "subpackage", "base"),
+    [
+        ("hooks", "hooks", "airflow.sdk:BaseHook"),
+        ("triggers", "triggers", "airflow.triggers.base:BaseTrigger"),
+    ],
+)
+def test_every_module_that_defines_a_hook_or_trigger_is_listed(
+    info: dict[str, Any], section: str, subpackage: str, base: str
+):
+    module_name, _, class_name = base.partition(":")
+    base_class = getattr(importlib.import_module(module_name), class_name)
+    defining = [name for name in _package_modules(subpackage) if _classes_defined(name, base_class)]
+    assert defining, f"no {section} found under airflow_provider_qwen.{subpackage}"
+    assert sorted(_modules(info, section)) == defining
+
+
+def test_every_task_decorator_resolves_and_is_on_task(info: dict[str, Any]):
+    """Each ``task-decorators`` entry names an importable function, and ``@task.<name>`` is it."""
+    from airflow.sdk import task
+
+    names = [entry["name"] for entry in info["task-decorators"]]
+    assert names == ["qwen", "qwen_tool_call", "qwen_batch", "qwen_agent"]
+    for entry in info["task-decorators"]:
+        module, _, attribute = entry["class-name"].rpartition(".")
+        function = getattr(importlib.import_module(module), attribute)
+        assert callable(function), entry
+        assert getattr(task, entry["name"]) is function, entry["name"]
+
+
+def test_every_config_option_the_code_reads_is_declared(info: dict[str, Any]):
+    """``config_value("<key>")`` reads ``[qwen] <key>``: each key is described in the provider info
+    (``airflow config list`` shows it), and each described key is read somewhere."""
+    read = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "id", getattr(node.func, "attr", None)) == "config_value"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
+                read.add(node.args[0].value)
+    assert read, "no config_value(...) call found"
+    assert read == set(info["config"]["qwen"]["options"])
 
 
 def test_the_connection_type_names_an_importable_hook(connection_type: dict[str, Any]):
@@ -119,6 +254,17 @@ def providers_manager() -> Any:
 def test_providers_manager_lists_the_provider(providers_manager: Any):
     provider = providers_manager.providers[DISTRIBUTION]
     assert provider.version == airflow_provider_qwen.__version__
+    # what `airflow providers get airflow-provider-qwen --full` and the UI's providers page show
+    assert provider.data["documentation-url"] == DOCUMENTATION_URL
+
+
+def test_providers_manager_sees_the_decorators_and_the_trigger(providers_manager: Any):
+    from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+
+    decorators = ProvidersManagerTaskRuntime().taskflow_decorators
+    assert {"qwen", "qwen_tool_call", "qwen_batch", "qwen_agent"} <= set(decorators)
+    ours = {t.trigger_class_name for t in providers_manager.trigger if t.package_name == DISTRIBUTION}
+    assert ours == {"airflow_provider_qwen.triggers.qwen"}
 
 
 def test_the_task_runtime_lists_the_hook_and_connection_type():
