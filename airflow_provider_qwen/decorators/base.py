@@ -33,6 +33,7 @@ RETURNED_KWARG = "qwen_decorated_return"
 # The prompt the parameters are checked with at DAG parse time, before the function has run.
 PARSE_CHECK_PROMPT = "parameter check"
 ROLES = ("system", "user", "assistant", "tool")
+MAX_DEPTH = 32  # nesting of returned data (a message's content parts, an item's fields)
 _WORD = re.compile(r"[A-Za-z_]{1,20}")  # a role shown in an error (anything else could be a secret)
 PROMPT_ALLOWED = 'the prompt (a non-empty str) or a list of messages ({"role", "content"} dicts)'
 ITEMS_ALLOWED = (
@@ -169,13 +170,13 @@ async def _awaited(value: Any) -> Any:
 def check_prompt(where: str, value: Any) -> str | list[dict[str, Any]]:
     """A returned prompt (str with text) or message list, as sent; else ReturnedValueError."""
     if isinstance(value, str):
-        if not value.strip():
+        if not str.strip(value):
             shown = "an empty string" if not value else f"{len(value)} whitespace character(s) {value[:20]!r}"
             raise ReturnedValueError(
                 f"{where}: the function returned a prompt with no text ({shown}); return {PROMPT_ALLOWED}; "
                 "nothing was sent"
             )
-        return value
+        return plain_data(where, value, "the prompt")
     if not isinstance(value, (list, tuple)):
         raise _refused(where, value, PROMPT_ALLOWED)
     if not value:
@@ -201,8 +202,29 @@ def check_prompt(where: str, value: Any) -> str | list[dict[str, Any]]:
             raise ReturnedValueError(
                 f'{where}: message [{index}] returned by the function has no "content"; nothing was sent'
             )
-        messages.append(dict(message))
+        messages.append(plain_data(where, message, f"message [{index}]"))
     return messages
+
+
+def plain_data(where: str, value: Any, path: str, depth: int = 0) -> Any:
+    """A copy of returned data as plain ``dict`` / ``list`` / ``str`` (a str subclass such as
+    ``Markup`` becomes a str), so nothing the function keeps can change it later and a pause can
+    store it; a cycle or a nesting past ``MAX_DEPTH`` is refused."""
+    if depth > MAX_DEPTH:
+        raise ReturnedValueError(
+            f"{where}: {path} returned by the function is nested more than {MAX_DEPTH} levels deep "
+            "(or holds itself); nothing was sent"
+        )
+    if isinstance(value, str):
+        return str.__getitem__(value, slice(None)) if type(value) is not str else value
+    if isinstance(value, Mapping):
+        return {
+            plain_data(where, k, path, depth + 1): plain_data(where, v, path, depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [plain_data(where, v, path, depth + 1) for v in value]
+    return value
 
 
 def check_items(where: str, value: Any) -> Any:
@@ -211,7 +233,7 @@ def check_items(where: str, value: Any) -> Any:
 
     if isinstance(value, str):
         if is_input_value(value):
-            return value.strip()
+            return plain_data(where, value.strip(), "the input")
         raise ReturnedValueError(
             f"{where}: the function returned a str of {len(value)} character(s) that is not the URL or "
             f"absolute path of an input; return {ITEMS_ALLOWED} (a list, even of one item); nothing was sent"
@@ -226,7 +248,7 @@ def check_items(where: str, value: Any) -> Any:
                 f"{where}: the function returned items whose element [{index}] is {kind_of(item)}; each "
                 f"item must be a str or a dict{_hint(item)}; nothing was sent"
             )
-    return list(value)
+    return list(value)  # each item as returned: the per-item template sees exactly what was given
 
 
 def describe(value: Any, returns: str) -> str:

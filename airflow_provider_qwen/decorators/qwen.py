@@ -54,21 +54,20 @@ class QwenTask(_TaskDecorator[Any, Any, Any]):
 
     def check_parameters(self) -> None:
         """Build the operator once, on a scratch DAG, with the static keywords (skipped when one is an
-        upstream's output: it is known only when the task runs)."""
+        upstream's output: it is known only when the task runs). The function's arguments were
+        checked by name by ``.partial()`` / ``.expand()`` and are not needed here."""
         from airflow.sdk import DAG
         from airflow.sdk.definitions.xcom_arg import XComArg
 
-        kwargs = {
-            k: v for k, v in self.kwargs.items() if k not in ("dag", "task_group", "on_failure_fail_dagrun")
-        }
+        skipped = ("dag", "task_group", "on_failure_fail_dagrun", "op_kwargs")
+        kwargs = {k: v for k, v in self.kwargs.items() if k not in skipped}
         if next(iter(XComArg.iter_xcom_references(kwargs)), None) is not None:
             return
-        op_kwargs = kwargs.pop("op_kwargs", None) or {}
         scratch = DAG(dag_id="qwen_parameter_check", schedule=None)
         self.operator_class(
             python_callable=self.function,
             op_args=(),
-            op_kwargs=op_kwargs,
+            op_kwargs={},
             multiple_outputs=self.multiple_outputs,
             dag=scratch,
             task_group=scratch.task_group,

@@ -47,6 +47,15 @@ def _check_costs(result, emulator, task_ids):
     return costs
 
 
+def _rendered_fields(dag_id, task_id):
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.query(RenderedTaskInstanceFields).filter_by(dag_id=dag_id, task_id=task_id).one()
+        return row.rendered_fields
+
+
 def test_qwen_sends_each_returned_prompt_verbatim_and_returns_the_text(run_dag, qwen_emulator):
     with DAG("qwen_deco_verbatim", schedule=None, start_date=START, params={"topic": "tides"}) as dag:
 
@@ -90,6 +99,7 @@ def test_qwen_sends_each_returned_prompt_verbatim_and_returns_the_text(run_dag, 
         {"role": "user", "content": [{"type": "text", "text": "nested {{ 100 * 3 }}"}]},
     ]
     assert "Tell me about tides" in _last_user_texts(qwen_emulator)
+    assert _rendered_fields(dag.dag_id, "ask_0")["prompt"] == HOSTILE[0]  # the UI shows what was sent
     for index in range(len(HOSTILE)):
         text = result.xcom(f"ask_{index}")
         assert isinstance(text, str)
@@ -111,17 +121,29 @@ def test_qwen_tool_call_returns_the_validated_value(run_dag, qwen_emulator):
 
         check(extract("Login page {{ 7*7 }} is down"))
 
+        @task.qwen_tool_call(output_model=Ticket, multiple_outputs=True, max_completion_tokens=500)
+        def fields() -> list:
+            return [{"role": "user", "content": "Extract the ticket {{ 7*7 }}"}]
+
+        fields()
+
     result = run_dag(dag)
 
     assert result.state == "success", result.task_states
-    (body,) = _bodies(qwen_emulator)
-    assert_valid_request(body)
-    assert body["tool_choice"] == {"type": "function", "function": {"name": "Ticket"}}
-    assert body["messages"][-1]["content"] == "Extract the ticket: Login page 49 is down"  # an argument
+    bodies = _bodies(qwen_emulator)
+    for body in bodies:
+        assert_valid_request(body)
+        assert body["tool_choice"] == {"type": "function", "function": {"name": "Ticket"}}
+    assert sorted(_last_user_texts(qwen_emulator)) == [
+        "Extract the ticket {{ 7*7 }}",
+        "Extract the ticket: Login page 49 is down",  # an argument is rendered, the return is not
+    ]
     value = result.xcom("extract")
     assert Ticket.model_validate(value).model_dump(mode="json") == value  # the value's JSON
     assert json.loads(result.xcom("check")) == value
-    _check_costs(result, qwen_emulator, {"extract"})
+    unrolled = result.xcom("fields")
+    assert {key: result.xcom("fields", key) for key in ("title", "priority")} == unrolled
+    _check_costs(result, qwen_emulator, {"extract", "fields"})
 
 
 def test_qwen_batch_runs_its_prompt_over_the_returned_items(run_dag, qwen_emulator):

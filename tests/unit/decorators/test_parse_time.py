@@ -135,6 +135,24 @@ def test_expand_and_partial_map_over_the_function_arguments():
     assert set(dag.task_ids) == {"topics", "ask", "literal"}
 
 
+def test_expand_checks_the_parameters_when_a_partial_argument_is_an_upstream_output():
+    with make_dag() as dag:
+
+        @task
+        def style() -> str:
+            return "short"
+
+        @task.qwen(max_cost_usd="a lot")
+        def ask(topic: str, style: str) -> str:
+            return topic
+
+        chosen = style()
+        with pytest.raises(InvalidRequestError, match="max_cost_usd"):
+            ask.partial(style=chosen).expand(topic=["a"])
+        ask.override(max_cost_usd=1).partial(style=chosen).expand(topic=["a"])
+    assert dag.get_task("ask").upstream_task_ids == {"style"}
+
+
 def test_expand_with_an_upstream_output_as_a_parameter_skips_the_parse_time_check():
     with make_dag() as dag:
 

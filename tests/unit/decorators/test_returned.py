@@ -79,6 +79,36 @@ def test_a_prompt_is_passed_on_as_it_is(text):
     assert check_prompt(WHERE, text) is text
 
 
+def test_a_str_subclass_is_sent_as_a_plain_str():
+    from markupsafe import Markup
+
+    class Shouty(str):
+        def strip(self, *args):
+            return "not empty"
+
+    checked = check_prompt(WHERE, Markup("<b>{{ x }}</b>"))
+    assert type(checked) is str
+    assert checked == "<b>{{ x }}</b>"
+    with pytest.raises(ReturnedValueError, match="no text"):
+        check_prompt(WHERE, Shouty("   "))
+    (message,) = check_prompt(WHERE, [{"role": Markup("user"), "content": (Markup("a"), "b")}])
+    assert message == {"role": "user", "content": ["a", "b"]}
+    assert type(message["role"]) is str
+    assert all(type(part) is str for part in message["content"])
+
+
+def test_a_message_holding_itself_or_nested_too_deep_is_refused():
+    looped: dict = {"role": "user", "content": []}
+    looped["content"].append(looped)
+    with pytest.raises(ReturnedValueError, match=r"message \[0\] returned by the function is nested more"):
+        check_prompt(WHERE, [looped])
+    deep: list = []
+    for _ in range(100):
+        deep = [deep]
+    with pytest.raises(ReturnedValueError, match="nested more than 32 levels"):
+        check_prompt(WHERE, [{"role": "user", "content": deep}])
+
+
 def test_messages_are_copied_as_dicts_with_nested_jinja_untouched():
     returned = (
         {"role": "system", "content": "{{ params.x }}"},
