@@ -244,3 +244,42 @@ def test_a_resume_without_the_carried_value_runs_the_function_again(mocker, tmp_
     assert op.resume_execution("execute_review", {"event": event, "value": "kept"}, context) == "kept"
     assert calls == [1]
     assert op.prompt == "again"
+
+
+def test_a_batch_of_no_returned_items_sends_nothing(mocker, tmp_path):
+    client = with_async_client(mocker)
+    with make_dag(tmp_path) as dag:
+
+        @task.qwen_batch(prompt="{{ item }}", progress_interval=60)
+        def documents() -> list:
+            return []
+
+        documents()
+    result, ti = run(dag.get_task("documents"), BatchTI())
+    assert result == []
+    assert client.prompts == []
+    assert ti.pushed["qwen_cost"]["requests"] == 0
+
+
+def test_a_run_budget_counts_decorated_tasks_mapped_or_not(tmp_path):
+    from airflow_provider_qwen.operators.base import qwen_task_ids
+
+    with make_dag(tmp_path) as dag:
+
+        @task
+        def plain() -> str:
+            return "x"
+
+        @task.qwen(dag_run_budget_usd=1)
+        def ask(topic: str) -> str:
+            return topic
+
+        @task.qwen_batch(prompt="{{ item }}", dag_run_budget_usd=1)
+        def documents() -> list:
+            return ["a"]
+
+        plain()
+        ask("x")
+        ask.override(task_id="mapped").expand(topic=["a", "b"])
+        documents()
+    assert sorted(qwen_task_ids(dag)) == ["ask", "documents", "mapped"]
