@@ -172,9 +172,18 @@ def test_wheel_metadata_has_the_project_urls_classifiers_and_requirements(dist: 
 def test_sdist_carries_tests_docs_example_dags_and_changelog(dist: Path) -> None:
     members = _sdist_members(dist)
     assert set(SDIST_FILES) <= members, f"missing from the sdist: {set(SDIST_FILES) - members}"
-    tracked = _run(["git", "ls-files", "docs", "dags", "tests"], cwd=REPO).split()
-    missing = [f for f in tracked if f not in members]
-    assert not missing, f"tracked files missing from the sdist: {missing[:20]}"
+    built = _only(dist, "*.tar.gz").stat().st_mtime  # files written since are not the sdist's business
+    on_disk = [
+        path.relative_to(REPO).as_posix()
+        for folder in ("docs", "dags", "tests")
+        for path in (REPO / folder).rglob("*")
+        if path.is_file()
+        and "__pycache__" not in path.parts
+        and path.suffix != ".pyc"
+        and path.stat().st_mtime < built
+    ]
+    missing = [f for f in on_disk if f not in members]
+    assert not missing, f"files of docs/, dags/ or tests/ missing from the sdist: {missing[:20]}"
     leftovers = sorted(m for m in members if m.startswith(SDIST_NEVER) or "/__pycache__/" in m)
     assert not leftovers, f"the sdist carries a checkout's leftovers: {leftovers[:20]}"
 
