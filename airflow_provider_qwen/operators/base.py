@@ -72,9 +72,10 @@ class QwenBaseOperator(QwenLineageMixin, BaseOperator):
     :param qwen_conn_id: the ``qwen`` connection.
     :param max_cost_usd: refuse any request whose worst case would take this task's spend past it.
     :param dag_run_budget_usd: the same cap over all Qwen tasks of the DAG run (their ``qwen_cost``).
-    :param generation parameters: ``max_completion_tokens``, ``temperature``, ... as in the client;
-        validated at DAG parse time when static, after rendering when templated, always before
-        any request.
+
+    The generation parameters (``max_completion_tokens``, ``temperature``, ... as in the client) are
+    arguments too: validated at DAG parse time when static, after rendering when templated, always
+    before any request.
     """
 
     template_fields: Sequence[str] = (
