@@ -212,18 +212,22 @@ class Calls:
 
         resent = _count(event.get("resent"))
         status = event.get("status")
+        # What the budget would have held for the call in the worker (nothing without a budget): the
+        # rest of it stays unsettled after an estimated answer, as there. ``held_usd`` is held anyway,
+        # for a kill over the pause.
+        reserved = call.held_usd if self.cost.budget.limited else Decimal(0)
         if status == "success" and isinstance(event.get("completion"), Mapping):
             completion = ChatCompletion.from_dict(event["completion"])
             info = completion.call or CallInfo(
                 requested_model=call.model, client_request_id=call.client_request_id
             )
             completion.call = replace(info, unconfirmed_tries=info.unconfirmed_tries + resent)
-            settle(call.held_usd, self.cost.ledger.add(completion, request))
+            settle(reserved, self.cost.ledger.add(completion, request))
             return self.check(completion, fail_on_truncation=fail_on_truncation)
         if status == "error" and isinstance(event.get("error"), Mapping):
             error = error_from_dict(event["error"])
             error.charge = replace(error.charge, unconfirmed_tries=error.charge.unconfirmed_tries + resent)
-            settle(call.held_usd, self.cost.ledger.add_error(error, request))
+            settle(reserved, self.cost.ledger.add_error(error, request))
             raise error
         self.cost.ledger.add_interrupted(request, call.client_request_id)  # it may have been sent
         for _ in range(resent):

@@ -1,0 +1,78 @@
+"""Deferrable calls under ``dag.test()`` against a hostile server (the emulator's faults) and a hostile
+environment: ``qwen_cost`` the same as in the worker whatever the fault, a triggerer that cannot read
+the connection, a server that echoes the key."""
+
+from __future__ import annotations
+
+import pendulum
+import pytest
+from airflow.sdk import DAG
+
+from airflow_provider_qwen.operators import QwenChatOperator
+from airflow_provider_qwen.testing.faults import Fault
+
+START = pendulum.datetime(2025, 1, 1, tz="UTC")
+COST_FIELDS = (
+    "model",
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "credits_used",
+    "usd_spent",
+    "estimated",
+    "usd_unsettled",
+    "try_number",
+)
+
+
+@pytest.fixture(autouse=True)
+def _fire_at_once(monkeypatch):
+    """dag.test() runs the trigger inline: no scheduler to race, so no resume guard."""
+    monkeypatch.setenv("AIRFLOW__QWEN__RESUME_GUARD_SECONDS", "0")
+
+
+def _chats(emulator):
+    return [r for r in emulator.requests if r.path.endswith("/chat/completions")]
+
+
+def _cost_view(cost):
+    return (
+        {k: cost[k] for k in COST_FIELDS},
+        [(e["kind"], e["estimated_usd"], e["reported_usd"], e["unsettled_usd"]) for e in cost["estimates"]],
+    )
+
+
+# Faults whose cost must be estimated (no usage, a stream cut after its answer, a dropped try that is
+# retried): the figures deferred must be those of the worker, unsettled included.
+ESTIMATED = {
+    "no_usage": ([Fault.no_usage()], {}),
+    "stream_no_usage": ([Fault.no_usage()], {"stream": True}),
+    "cut_after_finish": ([Fault.cut_after_finish()], {"stream": True}),
+    "dropped_try": ([Fault.drop()], {}),
+    "no_usage_budget": ([Fault.no_usage()], {"max_cost_usd": "1"}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ESTIMATED))
+def test_an_estimated_cost_is_the_same_deferred_as_in_the_worker(run_dag, qwen_emulator, case):
+    faults, params = ESTIMATED[case]
+    seen = {}
+    for deferrable in (False, True):
+        qwen_emulator.reset()
+        qwen_emulator.add_faults(*faults)
+        with DAG(f"qwen_hostile_deferral_{case}_{deferrable}", schedule=None, start_date=START) as dag:
+            QwenChatOperator(
+                task_id="chat",
+                prompt="Hello there",
+                max_completion_tokens=100,
+                deferrable=deferrable,
+                retries=0,
+                **params,
+            )
+        result = run_dag(dag)
+        cost = result.xcom("chat", "qwen_cost")
+        seen[deferrable] = (result.task_states, _cost_view(cost), qwen_emulator.total_charged())
+        assert cost["estimated"] is True
+    assert seen[True] == seen[False]

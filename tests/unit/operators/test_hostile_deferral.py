@@ -1,0 +1,157 @@
+"""Hostile deferral and review: events of a wrong shape, garbage send markers, a request that cannot be
+rebuilt on resume, a triggerer that fails before sending, odd review answers. Each test drives the
+operator as Airflow does: the task defers, the trigger runs (its kwargs and event round-tripped
+through Airflow's serde), and a fresh copy of the operator, rendered again, resumes."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from airflow.sdk.exceptions import TaskDeferred
+from airflow.sdk.serde import deserialize, serialize
+
+from airflow_provider_qwen.client.pricing import Cost
+from airflow_provider_qwen.operators import QwenChatOperator
+from tests.support.client_helpers import bind
+from tests.support.cost_fakes import FakeStateStore
+from tests.support.operator_fakes import (
+    MODEL,
+    AsyncFakeClient,
+    FakeClient,
+    FakeHook,
+    FakeTI,
+    answer,
+    with_client,
+)
+
+
+class _TI(FakeTI):
+    """A task instance with the ids the storage folder (the send markers) is keyed by."""
+
+    id = "0190aaaa-0000-7000-8000-000000000000"
+    dag_id, run_id, task_id, map_index = "dag", "manual__1", "chat", -1
+
+
+class _AsyncClient(AsyncFakeClient):
+    @staticmethod
+    def _redact(text: str) -> str:
+        return text
+
+
+class _TriggerHook(FakeHook):
+    """What the trigger's ``QwenHook(qwen_conn_id=...)`` becomes: the scripted client, async."""
+
+    @asynccontextmanager
+    async def async_client(self, **_: Any):
+        yield _AsyncClient(self.client)
+
+
+@pytest.fixture(autouse=True)
+def _storage(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW__QWEN__STORAGE_BASE", str(tmp_path))
+    monkeypatch.setenv("AIRFLOW__QWEN__RESUME_GUARD_SECONDS", "0")
+
+
+class Task:
+    """One task instance of ``operator`` across its pauses: the journal (task state store) is shared,
+    each resume runs on a fresh copy of the operator as written, rendered again."""
+
+    def __init__(self, operator: Any, params: dict[str, Any] | None = None) -> None:
+        self.written = copy.deepcopy(operator)
+        self.store = FakeStateStore()
+        self.params = params or {}
+        self.ti = _TI()
+
+    def context(self) -> dict[str, Any]:
+        self.ti = _TI()
+        return {
+            "ti": self.ti,
+            "task_instance": self.ti,
+            "params": dict(self.params),
+            "run_id": "manual__1",
+            "task_state_store": self.store,
+        }
+
+    def _fresh(self, context: dict[str, Any]) -> Any:
+        operator = copy.deepcopy(self.written)
+        operator.render_template_fields(context)
+        return operator
+
+    def defer(self) -> TaskDeferred:
+        context = self.context()
+        with pytest.raises(TaskDeferred) as deferred:
+            self._fresh(context).execute(context)
+        return deferred.value
+
+    def resume(self, event: dict[str, Any], method: str = "execute_complete", **kwargs: Any) -> Any:
+        context = self.context()
+        event = deserialize(serialize(event))
+        return getattr(self._fresh(context), method)(context, event, **kwargs)
+
+    @property
+    def cost(self) -> dict[str, Any]:
+        return self.ti.pushed["qwen_cost"]
+
+
+def fire(trigger: Any, mocker: Any, client: FakeClient, hook: Any = None) -> dict[str, Any]:
+    """Run the trigger as the triggerer would (kwargs through serde), return its event's payload."""
+    mocker.patch(
+        "airflow_provider_qwen.hooks.qwen.QwenHook",
+        return_value=hook if hook is not None else _TriggerHook(client),
+    )
+    _path, kwargs = trigger.serialize()
+    again = type(trigger)(**deserialize(serialize(kwargs)))
+
+    async def first() -> Any:
+        async for event in again.run():
+            return event
+        return None
+
+    return deserialize(serialize(asyncio.run(first()).payload))
+
+
+def _chat(mocker: Any, *replies: Any, **params: Any) -> tuple[Task, FakeClient]:
+    client = with_client(mocker, QwenChatOperator, *replies)
+    params.setdefault("max_completion_tokens", 1000)
+    op = QwenChatOperator(task_id="chat", prompt="hi", deferrable=True, **params)
+    return Task(op), client
+
+
+def _no_usage_answer(text: str = "the answer") -> Any:
+    """An answer the service did not price (no usage, no meta): the client marks its cost estimated."""
+    completion = answer(text)
+    completion.usage = None
+    completion.meta = None
+    return bind(completion, requested_model=MODEL, inference_id="inf-1", cost=Cost(estimated=True))
+
+
+# -- qwen_cost: the same as in the worker ------------------------------------------------------
+
+
+@pytest.mark.parametrize("budget", [None, "1"])
+def test_an_estimated_answer_leaves_the_same_unsettled_as_in_the_worker(mocker, budget):
+    """Without a budget nothing is held for a call in the worker, so nothing stays unsettled after an
+    estimated answer; deferred, the call's worst case was kept unsettled after the resume."""
+    params = {"max_cost_usd": budget} if budget else {}
+    worker_client = with_client(mocker, QwenChatOperator, _no_usage_answer())
+    worker = Task(QwenChatOperator(task_id="chat", prompt="hi", max_completion_tokens=1000, **params))
+    context = worker.context()
+    assert worker._fresh(context).execute(context) == "the answer"
+    assert worker_client.requests
+    expected = worker.cost
+
+    task, client = _chat(mocker, _no_usage_answer(), **params)
+    deferred = task.defer()
+    assert task.resume(fire(deferred.trigger, mocker, client)) == "the answer"
+    got = task.cost
+    assert got["estimated"] is True
+    assert got["usd_unsettled"] == expected["usd_unsettled"]
+    assert [e["unsettled_usd"] for e in got["estimates"]] == [
+        e["unsettled_usd"] for e in expected["estimates"]
+    ]
+    assert (Decimal(got["usd_unsettled"]) > 0) is bool(budget)
