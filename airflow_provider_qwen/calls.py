@@ -216,26 +216,31 @@ class Calls:
         # rest of it stays unsettled after an estimated answer, as there. ``held_usd`` is held anyway,
         # for a kill over the pause.
         reserved = call.held_usd if self.cost.budget.limited else Decimal(0)
-        if status == "success" and isinstance(event.get("completion"), Mapping):
-            completion = ChatCompletion.from_dict(event["completion"])
-            info = completion.call or CallInfo(
-                requested_model=call.model, client_request_id=call.client_request_id
+        completion, error, unreadable = None, None, ""
+        try:
+            if status == "success" and isinstance(event.get("completion"), Mapping):
+                completion = ChatCompletion.from_dict(event["completion"])
+            elif status == "error" and isinstance(event.get("error"), Mapping):
+                error = error_from_dict(event["error"])
+        except Exception as exc:  # a wrong shape: the call was sent all the same, and may be paid
+            unreadable = f"the deferred call's event cannot be read ({type(exc).__name__}: {str(exc)[:300]})"
+        if completion is not None:
+            info = completion.call or CallInfo(  # unbound: what the body reports, else estimated
+                requested_model=call.model, client_request_id=call.client_request_id, cost=completion.cost
             )
             completion.call = replace(info, unconfirmed_tries=info.unconfirmed_tries + resent)
             settle(reserved, self.cost.ledger.add(completion, request))
             return self.check(completion, fail_on_truncation=fail_on_truncation)
-        if status == "error" and isinstance(event.get("error"), Mapping):
-            error = error_from_dict(event["error"])
+        if error is not None:
             error.charge = replace(error.charge, unconfirmed_tries=error.charge.unconfirmed_tries + resent)
             settle(reserved, self.cost.ledger.add_error(error, request))
             raise error
-        self.cost.ledger.add_interrupted(request, call.client_request_id)  # it may have been sent
-        for _ in range(resent):
+        for _ in range(1 + resent):  # it may have been sent, by this run of the trigger and earlier ones
             self.cost.ledger.add_interrupted(request, call.client_request_id)
-        message = str(event.get("message") or f"an event the operator does not know: status={status!r}")
-        raise QwenError(
-            f"the deferred call failed in the triggerer: {message}", client_request_id=call.client_request_id
+        message = unreadable or "the deferred call failed in the triggerer: " + str(
+            event.get("message") or f"an event the operator does not know: status={status!r}"
         )
+        raise QwenError(message, client_request_id=call.client_request_id)
 
     def check(
         self, completion: ChatCompletion, *, fail_on_truncation: bool, warn: bool = True

@@ -15,6 +15,7 @@ import pytest
 from airflow.sdk.exceptions import TaskDeferred
 from airflow.sdk.serde import deserialize, serialize
 
+from airflow_provider_qwen.client.errors import QwenError
 from airflow_provider_qwen.client.pricing import Cost
 from airflow_provider_qwen.operators import QwenChatOperator
 from tests.support.client_helpers import bind
@@ -155,3 +156,54 @@ def test_an_estimated_answer_leaves_the_same_unsettled_as_in_the_worker(mocker, 
         e["unsettled_usd"] for e in expected["estimates"]
     ]
     assert (Decimal(got["usd_unsettled"]) > 0) is bool(budget)
+
+
+# -- events of a wrong shape --------------------------------------------------------------------
+
+
+def _tampered(event: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    return {**event, **changes}
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"completion": {"completion": {"choices": "not a list"}, "call": None}},
+        {"completion": {"no completion": True}},
+        {"completion": {"completion": {}, "call": {"unconfirmed_tries": "many"}}},
+        {"status": "error", "error": {"type": "ServerError", "charge": {"unconfirmed_tries": "x"}}},
+        {"status": "error", "error": {"type": "StreamError", "charge": {"partial": {"choices": 5}}}},
+    ],
+)
+def test_an_event_that_cannot_be_read_counts_the_call_and_says_so(mocker, changes):
+    """The call was sent and may have been paid: it is counted (estimated, by its client request id)
+    and the task fails with a QwenError naming the problem, not a bare pydantic or int() error."""
+    task, client = _chat(mocker, answer("the answer"))
+    deferred = task.defer()
+    rid = deferred.trigger.client_request_id
+    event = _tampered(fire(deferred.trigger, mocker, client), **changes)
+    with pytest.raises(QwenError, match=r"the deferred call's event cannot be read") as raised:
+        task.resume(event)
+    assert raised.value.client_request_id == rid
+    cost = task.cost
+    assert cost["requests"] == 1
+    assert cost["estimated"] is True
+    assert [(e["kind"], e["client_request_id"]) for e in cost["estimates"]] == [("unconfirmed", rid)]
+
+
+@pytest.mark.parametrize("reported", [True, False])
+def test_an_answer_without_its_call_info_is_not_counted_as_free(mocker, reported):
+    """``call: null`` in the event: the body's own cost is used, else it is estimated; never an exact 0."""
+    task, client = _chat(mocker, answer("the answer", usd=Decimal("0.002")))
+    deferred = task.defer()
+    event = fire(deferred.trigger, mocker, client)
+    event["completion"]["call"] = None
+    if not reported:
+        del event["completion"]["completion"]["meta"]
+    assert task.resume(event) == "the answer"
+    cost = task.cost
+    if reported:
+        assert (cost["requests"], cost["usd_spent"], cost["estimated"]) == (1, "0.002", False)
+    else:
+        assert (cost["requests"], cost["estimated"]) == (1, True)
+        assert Decimal(cost["usd_spent"]) > 0  # priced from its usage
