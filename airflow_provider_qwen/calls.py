@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from airflow_provider_qwen.cost.record import Estimate
     from airflow_provider_qwen.cost.task import TaskCost
 
+# Earlier sends of one deferred call counted at most (runs of its trigger on restarted triggerers):
+# a count above it is not ours (a garbage marker, a tampered event) and would bill that many tries.
+MAX_RESENDS = 100
+
 TRUNCATED = (
     "the answer was cut at the token limit (finish_reason='length'); raise max_completion_tokens or "
     "shorten the prompt (a batch: lower max_input_tokens)"
@@ -235,8 +239,8 @@ class Calls:
             error.charge = replace(error.charge, unconfirmed_tries=error.charge.unconfirmed_tries + resent)
             settle(reserved, self.cost.ledger.add_error(error, request))
             raise error
-        for _ in range(1 + resent):  # it may have been sent, by this run of the trigger and earlier ones
-            self.cost.ledger.add_interrupted(request, call.client_request_id)
+        # it may have been sent, by this run of the trigger and the earlier ones: one estimate of the call
+        self.cost.ledger.add_interrupted(request, call.client_request_id, tries=1 + resent)
         message = unreadable or "the deferred call failed in the triggerer: " + str(
             event.get("message") or f"an event the operator does not know: status={status!r}"
         )
@@ -257,4 +261,7 @@ class Calls:
 
 
 def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    """An event's count of earlier sends: a positive int, at most MAX_RESENDS; else 0."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return min(value, MAX_RESENDS)
+    return 0

@@ -123,14 +123,15 @@ class TryLedger:
         return self._file(estimate)
 
     def add_interrupted(
-        self, request: ChatRequest | None, client_request_id: str | None = None
+        self, request: ChatRequest | None, client_request_id: str | None = None, *, tries: int = 1
     ) -> Estimate | None:
         """A call stopped from our side before its answer (a task timeout, a cancelled coroutine):
-        it may have been sent, so one possibly paid try at its prompt and output cap."""
+        it may have been sent, so one possibly paid try at its prompt and output cap (``tries``: as
+        many, all in the call's one estimate, as reconciliation matches one entry per call)."""
         estimate = Estimate.of(
             client_request_id, (request.model if request is not None else "") or self.model or ""
         )
-        self._unconfirmed(1, estimate.model, request, estimate)
+        self._unconfirmed(tries, estimate.model, request, estimate)
         return self._file(estimate)
 
     def add_cut_stream(self, partial: ChatCompletion, request: ChatRequest | None) -> Estimate | None:

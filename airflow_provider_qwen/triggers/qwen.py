@@ -156,7 +156,21 @@ def _bump(url: str, conn_id: str | None) -> int:
     from airflow.sdk import ObjectStoragePath
 
     path = ObjectStoragePath(url, conn_id=conn_id)
-    before = int(json.loads(path.read_text()).get("sends", 0)) if path.exists() else 0
+    before = _sends(path.read_text()) if path.exists() else 0
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"sends": before + 1}))
     return before
+
+
+def _sends(text: str) -> int:
+    """The sends a marker counts (at most MAX_RESENDS). A marker this trigger did not write (not JSON,
+    not a count >= 1) still shows that an earlier run got this far: one send."""
+    from airflow_provider_qwen.calls import MAX_RESENDS
+
+    try:
+        value = json.loads(text).get("sends")
+    except (ValueError, AttributeError):
+        value = None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return min(value, MAX_RESENDS)
+    return 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
@@ -207,3 +208,50 @@ def test_an_answer_without_its_call_info_is_not_counted_as_free(mocker, reported
     else:
         assert (cost["requests"], cost["estimated"]) == (1, True)
         assert Decimal(cost["usd_spent"]) > 0  # priced from its usage
+
+
+# -- the send count: garbage markers and resend counts ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    ["not json", "[]", "null", '{"sends": -3}', '{"sends": true}', '{"sends": "7"}', '{"sends": 1e12}'],
+)
+def test_a_garbage_marker_counts_one_earlier_send_and_is_rewritten(mocker, tmp_path, garbage):
+    """The marker exists, so an earlier run of the trigger reached its send: one, not a number read
+    from garbage (1e12 would hang the resume counting them, then bill them all)."""
+    from pathlib import Path
+
+    task, client = _chat(mocker, answer("the answer"))
+    deferred = task.defer()
+    marker = Path(deferred.trigger.marker.removeprefix("file://"))
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(garbage)
+    event = fire(deferred.trigger, mocker, client)
+    assert event["resent"] == 1
+    assert json.loads(marker.read_text()) == {"sends": 2}
+
+
+def test_a_huge_resend_count_in_the_event_is_capped(mocker):
+    from airflow_provider_qwen.calls import MAX_RESENDS
+
+    task, client = _chat(mocker, answer("the answer"))
+    deferred = task.defer()
+    event = {**fire(deferred.trigger, mocker, client), "resent": 10**12}
+    assert task.resume(event) == "the answer"
+    assert task.cost["requests"] == 1 + MAX_RESENDS
+
+
+def test_a_failed_event_with_resends_is_one_estimate_of_the_call(mocker):
+    """One entry per client request id: reconciliation gives each entry the call's whole service
+    figure, so two entries of one call would count it twice."""
+    task, client = _chat(mocker, answer("the answer"))
+    deferred = task.defer()
+    rid = deferred.trigger.client_request_id
+    event = {**fire(deferred.trigger, mocker, client), "status": "failed", "resent": 2, "message": "boom"}
+    event.pop("completion")
+    with pytest.raises(QwenError, match="boom"):
+        task.resume(event)
+    cost = task.cost
+    assert cost["requests"] == 3
+    assert [(e["kind"], e["client_request_id"]) for e in cost["estimates"]] == [("unconfirmed", rid)]
