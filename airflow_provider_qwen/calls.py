@@ -204,13 +204,15 @@ class Calls:
         self,
         call: DeferredCall,
         event: Mapping[str, Any],
-        request: ChatRequest,
+        request: ChatRequest | None,
         *,
         fail_on_truncation: bool = False,
     ) -> ChatCompletion:
         """After the pause: record what the triggerer's call cost, from its event (the answer, or the
         error and its charge), then the finish checks. ``resent``: earlier runs of the trigger (a
-        triggerer restarted mid-call) that may have sent it, each counted as a possibly paid try."""
+        triggerer restarted mid-call) that may have sent it, each counted as a possibly paid try.
+        ``request``: the call's request as built again (None when it cannot be: the figures reported
+        are exact all the same, an estimate then has no prompt to count)."""
         from airflow_provider_qwen.client.errors import error_from_dict
         from airflow_provider_qwen.client.models import CallInfo, ChatCompletion
 

@@ -114,14 +114,33 @@ class QwenCallOperator(ReviewMixin, QwenBaseOperator):
     def _resume_turn(
         self, context: Context, calls: Calls, event: Mapping[str, Any], call: DeferredCall, state: State
     ) -> Any:
-        request = self.turn_request(context, state)
+        # The request again, for its cost (estimates count its prompt). It was sent as built before the
+        # pause; rendered again here it can fail (a param or an upstream XCom that changed meanwhile):
+        # the paid call is then recorded all the same, from the event alone.
+        request: ChatRequest | None = None
+        unbuilt: Exception | None = None
+        try:
+            request = self.turn_request(context, state)
+        except Exception as exc:
+            unbuilt = exc
+            self.log.warning(
+                "the request of deferred call %s cannot be built again on resume (%s); its cost is "
+                "recorded from the triggerer's event alone",
+                call.client_request_id,
+                exc,
+            )
         try:
             completion = calls.finish_deferred(
                 call, event, request, fail_on_truncation=self.fail_on_truncation
             )
         finally:
             _forget_sends(context, call.client_request_id)
-        outcome = self.after_turn(state, completion)
+        try:
+            outcome = self.after_turn(state, completion)
+        except Exception:
+            if unbuilt is not None:
+                raise unbuilt from None
+            raise
         if isinstance(outcome, Done):
             return self.deliver(context, outcome.value)
         self._defer(context, calls, self.turn_request(context, outcome), outcome)

@@ -255,3 +255,44 @@ def test_a_failed_event_with_resends_is_one_estimate_of_the_call(mocker):
     cost = task.cost
     assert cost["requests"] == 3
     assert [(e["kind"], e["client_request_id"]) for e in cost["estimates"]] == [("unconfirmed", rid)]
+
+
+# -- the resume: a request that cannot be rebuilt -----------------------------------------------
+
+
+def test_a_prompt_that_renders_differently_on_resume_keeps_the_paid_answer(mocker):
+    """The resumed task renders its templates again (a param, an upstream XCom cleared meanwhile): a
+    prompt that now has no value must not drop the answer the triggerer paid for from qwen_cost
+    (it did, with "nothing was sent"); the answer came from the request that was sent."""
+    client = with_client(mocker, QwenChatOperator, answer("the answer"))
+    op = QwenChatOperator(
+        task_id="chat", prompt="{{ params.topic }}", deferrable=True, max_completion_tokens=50
+    )
+    task = Task(op, params={"topic": "tides"})
+    deferred = task.defer()
+    event = fire(deferred.trigger, mocker, client)
+    assert client.requests[0].messages[0].content == "tides"
+    task.params = {"topic": None}
+    assert task.resume(event) == "the answer"
+    assert (task.cost["requests"], task.cost["usd_spent"], task.cost["estimated"]) == (1, "0.001", False)
+
+
+def test_a_tool_call_state_that_cannot_be_read_still_records_the_call(mocker):
+    from pydantic import BaseModel
+
+    from airflow_provider_qwen.operators import QwenToolCallOperator
+
+    class Ticket(BaseModel):
+        title: str
+
+    client = with_client(
+        mocker, QwenToolCallOperator, answer(None, tool_calls=[("c1", "Ticket", {"title": "fire"})])
+    )
+    op = QwenToolCallOperator(task_id="chat", prompt="hi", output_model=Ticket, deferrable=True)
+    task = Task(op)
+    deferred = task.defer()
+    event = fire(deferred.trigger, mocker, client)
+    event["resume"]["state"] = {"turn": "x"}
+    with pytest.raises(KeyError, match="messages"):
+        task.resume(event)
+    assert (task.cost["requests"], task.cost["usd_spent"]) == (1, "0.001")
