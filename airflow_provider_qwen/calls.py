@@ -241,8 +241,11 @@ class Calls:
             error.charge = replace(error.charge, unconfirmed_tries=error.charge.unconfirmed_tries + resent)
             settle(reserved, self.cost.ledger.add_error(error, request))
             raise error
-        # it may have been sent, by this run of the trigger and the earlier ones: one estimate of the call
-        self.cost.ledger.add_interrupted(request, call.client_request_id, tries=1 + resent)
+        # it may have been sent, by this run of the trigger (unless it says it failed before sending)
+        # and the earlier ones: one estimate of the call
+        tries = (0 if status == "failed" and event.get("sent") is False else 1) + resent
+        if tries:
+            self.cost.ledger.add_interrupted(request, call.client_request_id, tries=tries)
         message = unreadable or "the deferred call failed in the triggerer: " + str(
             event.get("message") or f"an event the operator does not know: status={status!r}"
         )

@@ -44,7 +44,8 @@ def resume_guard_s() -> float:
 class QwenChatTrigger(BaseTrigger):
     """Send one chat request and fire one event: ``{"status": "success", "completion": ...}``,
     ``{"status": "error", "error": ...}`` (the service's or the client's error, with its charge) or
-    ``{"status": "failed", "message": ...}`` (the trigger itself failed); each with ``resent``.
+    ``{"status": "failed", "message": ..., "sent": ...}`` (the trigger itself failed, before or after
+    it sent the request); each with ``resent``.
 
     :param request: the ChatRequest as ``ChatRequest.to_dict()`` (validated again here).
     :param client_request_id: the call's ``X-Client-Request-Id``, the same for every send.
@@ -112,6 +113,7 @@ class QwenChatTrigger(BaseTrigger):
 
         resent = await self._count_send()
         scrub = scrub_generic
+        sent, completion = False, None
         try:
             request = ChatRequest.from_dict(self.request)
             async with QwenHook(qwen_conn_id=self.qwen_conn_id).async_client() as client:
@@ -122,14 +124,23 @@ class QwenChatTrigger(BaseTrigger):
                     request.model,
                     f" (send {resent + 1})" * bool(resent),
                 )
+                sent = True  # from here the call may have reached the service
                 completion = await client.send(
                     request, client_request_id=self.client_request_id, retry_after_send=self.retry_after_send
                 )
         except QwenError as exc:
-            return self._event("error", resent, error=error_to_dict(exc))
+            if completion is None:
+                return self._event("error", resent, error=error_to_dict(exc))
+            self.log.warning(
+                "closing the client after the answer of %s failed: %s", self.client_request_id, exc
+            )
         except Exception as exc:  # the triggerer's own failure (a connection it cannot read ...)
             message = scrub(f"{type(exc).__name__}: {exc}")
-            return self._event("failed", resent, message=message)
+            if completion is None:  # ``sent``: whether this run may have sent it (then possibly paid)
+                return self._event("failed", resent, message=message, sent=sent)
+            self.log.warning(
+                "closing the client after the answer of %s failed: %s", self.client_request_id, message
+            )
         return self._event("success", resent, completion=completion.to_dict())
 
     def _event(self, status: str, resent: int, **payload: Any) -> TriggerEvent:

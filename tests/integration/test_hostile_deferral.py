@@ -76,3 +76,25 @@ def test_an_estimated_cost_is_the_same_deferred_as_in_the_worker(run_dag, qwen_e
         seen[deferrable] = (result.task_states, _cost_view(cost), qwen_emulator.total_charged())
         assert cost["estimated"] is True
     assert seen[True] == seen[False]
+
+
+def test_a_triggerer_that_cannot_read_the_connection_counts_nothing_sent(run_dag, qwen_emulator, mocker):
+    """The worker reads the connection, the triggerer cannot (another secrets backend): the task fails
+    saying why, and qwen_cost shows no request, since none was sent (it showed one, estimated)."""
+    from airflow_provider_qwen.hooks.qwen import QwenHook
+
+    mocker.patch.object(
+        QwenHook, "aconfig", side_effect=RuntimeError("The conn_id `qwen_default` isn't defined")
+    )
+    with DAG("qwen_hostile_deferral_conn", schedule=None, start_date=START) as dag:
+        QwenChatOperator(task_id="chat", prompt="Hello", max_completion_tokens=50, deferrable=True, retries=0)
+    result = run_dag(dag)
+    assert result.task_states[("chat", -1)] == "failed"
+    assert _chats(qwen_emulator) == []
+    cost = result.xcom("chat", "qwen_cost")
+    assert (cost["requests"], cost["usd_spent"], cost["estimated"], cost["usd_unsettled"]) == (
+        0,
+        "0",
+        False,
+        "0",
+    )

@@ -296,3 +296,54 @@ def test_a_tool_call_state_that_cannot_be_read_still_records_the_call(mocker):
     with pytest.raises(KeyError, match="messages"):
         task.resume(event)
     assert (task.cost["requests"], task.cost["usd_spent"]) == (1, "0.001")
+
+
+# -- the triggerer's own failures ---------------------------------------------------------------
+
+
+class _UnreadableConnectionHook(_TriggerHook):
+    """The triggerer cannot read the connection (another secrets backend, a missing variable)."""
+
+    @asynccontextmanager
+    async def async_client(self, **_: Any):
+        raise RuntimeError("The conn_id `qwen_default` isn't defined")
+        yield  # pragma: no cover
+
+
+class _ClosingFailsHook(_TriggerHook):
+    @asynccontextmanager
+    async def async_client(self, **_: Any):
+        yield _AsyncClient(self.client)
+        raise OSError("closing the pool failed")
+
+
+def test_a_trigger_that_fails_before_sending_counts_no_request(mocker):
+    task, client = _chat(mocker, answer("unused"))
+    deferred = task.defer()
+    event = fire(deferred.trigger, mocker, client, hook=_UnreadableConnectionHook(client))
+    assert event["status"] == "failed"
+    assert event["sent"] is False
+    with pytest.raises(QwenError, match="isn't defined"):
+        task.resume(event)
+    assert client.requests == []
+    cost = task.cost
+    assert (cost["requests"], cost["usd_spent"], cost["estimated"], cost["estimates"]) == (0, "0", False, [])
+
+
+def test_a_trigger_that_fails_after_sending_counts_the_call(mocker):
+    task, client = _chat(mocker, RuntimeError("the parser broke"))
+    deferred = task.defer()
+    event = fire(deferred.trigger, mocker, client)
+    assert (event["status"], event["sent"]) == ("failed", True)
+    with pytest.raises(QwenError, match="the parser broke"):
+        task.resume(event)
+    assert (task.cost["requests"], task.cost["estimated"]) == (1, True)
+
+
+def test_an_answer_is_kept_when_closing_the_client_fails(mocker):
+    task, client = _chat(mocker, answer("the answer"))
+    deferred = task.defer()
+    event = fire(deferred.trigger, mocker, client, hook=_ClosingFailsHook(client))
+    assert event["status"] == "success"
+    assert task.resume(event) == "the answer"
+    assert (task.cost["requests"], task.cost["estimated"]) == (1, False)
