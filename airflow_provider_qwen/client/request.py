@@ -9,6 +9,7 @@ is refused, whatever its value; the shapes of the fields live in ``client/fields
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
@@ -149,6 +150,15 @@ class ChatRequest(Strict):
             raise ValueError(problem)
         return data
 
+    @field_validator("extra_body")
+    @classmethod
+    def _json_values(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Refuse what JSON cannot carry (a Decimal, a date, NaN ...): it would fail at the send."""
+        problem = _not_json(value, ("extra_body",)) if value else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
     @field_validator("stop")
     @classmethod
     def _at_most_four_stops(cls, value: str | list[str] | None) -> str | list[str] | None:
@@ -278,6 +288,31 @@ _INSTEAD: dict[str, tuple[str, ...]] = {
     "reasoning_effort": ("enable_thinking",),
     "reasoning": ("enable_thinking", "thinking_budget"),
 }
+
+
+def _not_json(value: Any, path: tuple[Any, ...]) -> str | None:
+    """Where the first value JSON cannot carry is, with the value and what is allowed, or None."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return None
+    if isinstance(value, float) and math.isfinite(value):
+        return None
+    if isinstance(value, (list, tuple)):
+        return next((p for i, v in enumerate(value) if (p := _not_json(v, (*path, i)))), None)
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return (
+                    f"{field_path(path)} has the key {_shown(key)}, which cannot be sent as JSON; "
+                    "allowed: string keys; nothing was sent"
+                )
+            if problem := _not_json(item, (*path, key)):
+                return problem
+        return None
+    return (
+        f"{field_path(path)}={_shown(value)} cannot be sent as JSON; allowed: strings, finite numbers, "
+        "booleans, None, and lists and objects of those (convert it first, e.g. str() or float()); "
+        "nothing was sent"
+    )
 
 
 def _shown(value: Any, limit: int = 80) -> str:

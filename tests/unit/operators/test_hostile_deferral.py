@@ -347,3 +347,40 @@ def test_an_answer_is_kept_when_closing_the_client_fails(mocker):
     assert event["status"] == "success"
     assert task.resume(event) == "the answer"
     assert (task.cost["requests"], task.cost["estimated"]) == (1, False)
+
+
+# -- bad input: refused before anything is paid -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra_body", "where"),
+    [
+        ({"x_rate": Decimal("0.5")}, "extra_body.x_rate=Decimal('0.5')"),
+        ({"x_when": __import__("datetime").date(2025, 1, 1)}, "extra_body.x_when=datetime.date(2025, 1, 1)"),
+        ({"x_weights": [1.0, float("nan")]}, "extra_body.x_weights[1]=nan"),
+        ({"x_cfg": {"limit": float("inf")}}, "extra_body.x_cfg.limit=inf"),
+        ({"x_tags": {"a", "b"}}, "extra_body.x_tags="),
+        ({"x_raw": b"bytes"}, "extra_body.x_raw=b'bytes'"),
+        ({"x_cfg": {1: "a"}}, "extra_body.x_cfg"),
+    ],
+)
+def test_an_extra_body_that_is_not_json_is_refused_when_the_dag_is_parsed(extra_body, where):
+    """A Decimal or a date in extra_body passed every check, then failed in json.dumps at the send
+    (a bare TypeError, after the budget was reserved, counted as a possibly paid request; deferred, in
+    the triggerer); NaN was sent as invalid JSON."""
+    from airflow_provider_qwen.client.errors import InvalidRequestError
+    from airflow_provider_qwen.client.request import build_request
+
+    with pytest.raises(InvalidRequestError, match=r"cannot be sent as JSON; allowed:") as raised:
+        QwenChatOperator(task_id="chat", prompt="hi", extra_body=extra_body, deferrable=True)
+    assert where in str(raised.value)
+    with pytest.raises(InvalidRequestError, match=r"cannot be sent as JSON"):
+        build_request("hi", extra_body=extra_body)
+
+
+def test_a_json_extra_body_still_goes_through_the_trigger_unchanged(mocker):
+    extra = {"x_opts": {"depth": 2, "tags": ["a", None, True], "ratio": 0.25}}
+    task, client = _chat(mocker, answer("the answer"), extra_body=extra)
+    deferred = task.defer()
+    assert task.resume(fire(deferred.trigger, mocker, client)) == "the answer"
+    assert client.bodies[0]["x_opts"] == extra["x_opts"]
