@@ -72,10 +72,16 @@ class QwenChatOperator(QwenCallOperator):
             edited = json.loads(text)
         except ValueError as exc:
             edited = exc
-        if not isinstance(edited, dict) or not isinstance(edited.get("content"), (str, type(None))):
+        texts = (str, type(None))
+        if (
+            not isinstance(edited, dict)
+            or not isinstance(edited.get("content"), texts)
+            or not isinstance(edited.get("reasoning_content"), texts)
+        ):
             raise AirflowFailException(
                 f"{type(self).__name__} {self.task_id!r}: the edited output must be a JSON object with "
-                f'"content" (and "reasoning_content"), as shown; got {text[:200]!r}; nothing was pushed'
+                f'"content" and "reasoning_content", each a string or null, as shown; got {text[:200]!r}; '
+                "nothing was pushed"
             )
         return {"content": edited.get("content"), "reasoning_content": edited.get("reasoning_content")}
 

@@ -106,20 +106,31 @@ class ReviewMixin:
         chosen = event.get("chosen_options")
         choice = chosen[0] if isinstance(chosen, (list, tuple)) and len(chosen) == 1 else None
         who = f" by {by}" if by else ""
+        where = f"{type(self).__name__} {self.task_id!r}"
         if event.get("timedout") or event.get("error_type") == "timeout":
             raise AirflowFailException(
-                f"{type(self).__name__} {self.task_id!r}: no review came within review_timeout="
-                f"{self.review_timeout}; the result was not pushed"
+                f"{where}: no review came within review_timeout={self.review_timeout}; the result was "
+                "not pushed"
             )
+        if event.get("error") or event.get("error_type"):  # the HITL machinery's failure, not a person's
+            error = visible(str(event.get("error") or event.get("error_type")))[:300]
+            raise AirflowFailException(f"{where}: the review failed: {error}; the result was not pushed")
         if choice == APPROVE:
             self.log.info("the result was approved%s", who)
             return value
-        if choice == EDIT and isinstance(params.get(OUTPUT_PARAM), str):
-            edited = self.edited_value(params[OUTPUT_PARAM])
+        if choice == EDIT:
+            output = params.get(OUTPUT_PARAM)
+            if not isinstance(output, str):
+                raise AirflowFailException(
+                    f"{where}: Edit was chosen{who} but the {OUTPUT_PARAM!r} field holds no text (got "
+                    f"{visible(repr(output))[:100]}); an edit pushes the text of that field; nothing was "
+                    "pushed"
+                )
+            edited = self.edited_value(output)
             self.log.info("the result was edited%s; pushing the reviewer's version", who)
             return edited
         raise AirflowFailException(
-            f"{type(self).__name__} {self.task_id!r}: the result was rejected{who}"
+            f"{where}: the result was rejected{who}"
             + (f": {reason}" if reason else " (no reason given)")
             + ("" if choice == REJECT else f" (the answer {chosen!r} approves nothing)")
         )

@@ -384,3 +384,69 @@ def test_a_json_extra_body_still_goes_through_the_trigger_unchanged(mocker):
     deferred = task.defer()
     assert task.resume(fire(deferred.trigger, mocker, client)) == "the answer"
     assert client.bodies[0]["x_opts"] == extra["x_opts"]
+
+
+# -- review: odd answers from the person or the HITL machinery ----------------------------------
+
+
+def _reviewed(mocker, operator_cls=QwenChatOperator, reply=None, **params):
+    """A deferred call whose answer parks for review: (task, parked)."""
+    from airflow.sdk.exceptions import TaskAwaitingInput
+
+    client = with_client(mocker, operator_cls, reply or answer("the draft"))
+    params.setdefault("prompt", "hi")
+    task = Task(operator_cls(task_id="chat", deferrable=True, require_approval=True, **params))
+    deferred = task.defer()
+    upsert = mocker.patch("airflow.sdk.execution_time.hitl.upsert_hitl_detail")
+    with pytest.raises(TaskAwaitingInput) as parked:
+        task.resume(fire(deferred.trigger, mocker, client))
+    assert upsert.called
+    assert task.cost["requests"] == 1
+    return task, parked.value
+
+
+def _answer_review(task, parked, event):
+    kwargs = deserialize(serialize(parked.kwargs or {}))
+    return task.resume(event, method=parked.method_name, **kwargs)
+
+
+@pytest.mark.parametrize("output", [None, 5, ["a"], {"content": "x"}])
+def test_an_edit_without_text_says_so_rather_than_rejected(mocker, output):
+    """The person chose Edit but the output field holds no text (a REST client sent a number): the
+    task failed with "rejected ... (the answer ['Edit'] approves nothing)"."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    task, parked = _reviewed(mocker)
+    params = {} if output is None else {"output": output}
+    event = {"chosen_options": ["Edit"], "params_input": params, "responded_by_user": {"name": "ana"}}
+    with pytest.raises(AirflowFailException) as raised:
+        _answer_review(task, parked, event)
+    message = str(raised.value)
+    assert "Edit was chosen by ana" in message
+    assert "no text" in message
+    assert "rejected" not in message
+    assert task.cost["requests"] == 1  # the call counted once over both pauses
+
+
+def test_a_hitl_error_event_is_not_reported_as_a_rejection(mocker):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    task, parked = _reviewed(mocker)
+    event = {"error": "the response could not be recorded", "error_type": "unknown"}
+    with pytest.raises(AirflowFailException, match=r"the review failed: the response could not be recorded"):
+        _answer_review(task, parked, event)
+
+
+def test_an_edited_reasoning_must_be_text(mocker):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    task, parked = _reviewed(mocker, reply=answer("the draft", reasoning="why"), include_reasoning=True)
+    assert parked.kwargs["value"] == {"content": "the draft", "reasoning_content": "why"}
+    edit = {
+        "chosen_options": ["Edit"],
+        "params_input": {"output": '{"content": "x", "reasoning_content": 5}'},
+    }
+    with pytest.raises(AirflowFailException, match=r"reasoning_content"):
+        _answer_review(task, parked, edit)
+    edit["params_input"]["output"] = '{"content": "x", "reasoning_content": null}'
+    assert _answer_review(task, parked, edit) == {"content": "x", "reasoning_content": None}
