@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from airflow_provider_qwen.client.errors import QwenError
 from airflow_provider_qwen.client.estimate import answer_usage, billable_usage, unsent_answer_usage, usage_of
-from airflow_provider_qwen.client.pricing import Cost, PriceTable
+from airflow_provider_qwen.client.pricing import Cost, PriceTable, credits_from_usd
 from airflow_provider_qwen.cost.record import IN_FLIGHT, CostTotals, Estimate
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ class TryLedger:
         self.total = CostTotals()
         self.by_model: dict[str, CostTotals] = {}
         self.inference_ids: list[str] = []  # the first INFERENCE_IDS_KEPT answers' ids (lineage, logs)
+        self.in_flight: list[Estimate] = []  # calls held in flight over the pause carried (see carry)
         self._lock = threading.Lock()
 
     @property
@@ -76,6 +77,7 @@ class TryLedger:
         carried.estimates = [e for e in carried.estimates if e.kind != IN_FLIGHT]  # settled now
         with self._lock:
             self.total.merge(carried)
+            self.in_flight.extend(e for e in totals.estimates if e.kind == IN_FLIGHT)
 
     def hold_in_flight(self, client_request_id: str, model: str, worst_usd: Decimal) -> None:
         """A call sent elsewhere (a deferred one, in the triggerer) and not answered yet: its worst
@@ -85,6 +87,15 @@ class TryLedger:
         )
         with self._lock:
             self.total.estimates.append(estimate)
+
+    def add_abandoned(self, held: Estimate) -> Estimate | None:
+        """A call held in flight over a pause whose answer never came (its trigger timed out or
+        failed): it may have been sent and billed, so one possibly paid try at the worst case held."""
+        worst = held.unsettled_usd
+        estimate = Estimate.of(held.client_request_id, held.model or self.model or "")
+        estimate.kind = "unconfirmed"
+        self._charge(estimate.model, Cost(credits_from_usd(worst), worst, True), None, estimate)
+        return self._file(estimate)
 
     def add_charge(self, model: str, cost: Cost, usage: Usage | None = None) -> None:
         """A charge that came without a parsed answer (or a test's hand-made one)."""

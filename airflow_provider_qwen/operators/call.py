@@ -111,6 +111,31 @@ class QwenCallOperator(ReviewMixin, QwenBaseOperator):
             context, lambda ctx, calls: self._resume_turn(ctx, calls, event, deferred, state), resumed=True
         )
 
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Airflow resumes a task whose trigger timed out (``execution_timeout``) or failed only to fail
+        it: the call in flight may have been sent and billed, so it is counted first, as one possibly
+        paid try at the worst case held for it (a timeout in the worker counts its call the same way)."""
+        from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
+
+        if next_method == TRIGGER_FAIL_REPR:
+            try:
+                self.metered(context, self._abandon_in_flight, resumed=True)
+            except Exception:  # counting is a courtesy here: never hide why the task fails
+                self.log.exception("could not count the deferred call whose trigger gave no answer")
+        return super().resume_execution(next_method, next_kwargs, context)
+
+    def _abandon_in_flight(self, context: Context, calls: Calls) -> None:
+        from airflow_provider_qwen.client.pricing import usd_text
+
+        for held in list(calls.cost.ledger.in_flight):
+            self.log.warning(
+                "deferred call %s got no answer from the triggerer (its trigger timed out or failed); "
+                "counted as one possibly paid try at its worst case, %s USD, until reconciled",
+                held.client_request_id,
+                usd_text(held.unsettled_usd),
+            )
+            calls.cost.ledger.add_abandoned(held)
+
     def _resume_turn(
         self, context: Context, calls: Calls, event: Mapping[str, Any], call: DeferredCall, state: State
     ) -> Any:

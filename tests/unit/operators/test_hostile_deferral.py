@@ -450,3 +450,36 @@ def test_an_edited_reasoning_must_be_text(mocker):
         _answer_review(task, parked, edit)
     edit["params_input"]["output"] = '{"content": "x", "reasoning_content": null}'
     assert _answer_review(task, parked, edit) == {"content": "x", "reasoning_content": None}
+
+
+# -- the trigger timed out or failed: no event, the call may still have been paid ----------------
+
+
+@pytest.mark.parametrize("budget", [None, "1"])
+@pytest.mark.parametrize("reason", ["timeout", "failed"])
+def test_a_call_whose_trigger_timed_out_counts_as_a_possibly_paid_try(mocker, budget, reason):
+    """``execution_timeout`` over a deferred call (Airflow's trigger timeout) or a trigger that
+    crashed: Airflow resumes the task only to fail it. The call was sent and may have been billed; in
+    the worker a timeout counts it as one possibly paid request (estimated), deferred the try's
+    record said 0 requests, 0 USD, not estimated."""
+    from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
+    from airflow.sdk.exceptions import TaskDeferralError, TaskDeferralTimeout
+
+    params = {"max_cost_usd": budget} if budget else {}
+    task, _ = _chat(mocker, **params)
+    deferred = task.defer()
+    rid = deferred.trigger.client_request_id
+    held = Decimal(deferred.trigger.resume["call"]["held_usd"])
+    error = (
+        TriggerFailureReason.TRIGGER_TIMEOUT if reason == "timeout" else TriggerFailureReason.TRIGGER_FAILURE
+    )
+    context = task.context()
+    operator = task._fresh(context)
+    expected = TaskDeferralTimeout if reason == "timeout" else TaskDeferralError
+    with pytest.raises(expected):
+        operator.resume_execution(TRIGGER_FAIL_REPR, {"error": error, "traceback": ["boom"]}, context)
+    cost = task.cost
+    assert cost["requests"] == 1
+    assert cost["estimated"] is True
+    assert [(e["kind"], e["client_request_id"]) for e in cost["estimates"]] == [("unconfirmed", rid)]
+    assert Decimal(cost["usd_spent"]) + Decimal(cost["usd_unsettled"]) == held  # at most its worst case
