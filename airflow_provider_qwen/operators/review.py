@@ -26,6 +26,16 @@ UNSEEN = re.compile(
 )
 
 
+MAX_REASON_CHARS = 1000  # of a reviewer's reason in the task's error and log
+
+
+def _shown_text(text: str, limit: int) -> str:
+    """A person's text for one log line: whitespace runs (newlines too) as one space, every hidden or
+    reordering character escaped, at most ``limit`` characters."""
+    shown = visible(" ".join(text.split()))
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
 def visible(text: str) -> str:
     """``text`` with every character that would hide or reorder it shown as a JSON escape."""
     return UNSEEN.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
@@ -100,9 +110,10 @@ class ReviewMixin:
         params = event.get("params_input")
         params = params if isinstance(params, Mapping) else {}
         reason = params.get(REASON_PARAM)
-        reason = reason.strip() if isinstance(reason, str) else ""
+        reason = _shown_text(reason, MAX_REASON_CHARS) if isinstance(reason, str) else ""
         user = event.get("responded_by_user")
         by = str(user.get("name") or user.get("id") or "") if isinstance(user, Mapping) else ""
+        by = _shown_text(by, 100)
         chosen = event.get("chosen_options")
         choice = chosen[0] if isinstance(chosen, (list, tuple)) and len(chosen) == 1 else None
         who = f" by {by}" if by else ""

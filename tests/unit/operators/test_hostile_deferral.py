@@ -483,3 +483,24 @@ def test_a_call_whose_trigger_timed_out_counts_as_a_possibly_paid_try(mocker, bu
     assert cost["estimated"] is True
     assert [(e["kind"], e["client_request_id"]) for e in cost["estimates"]] == [("unconfirmed", rid)]
     assert Decimal(cost["usd_spent"]) + Decimal(cost["usd_unsettled"]) == held  # at most its worst case
+
+
+def test_a_rejection_reason_and_name_are_bounded_and_shown_safely(mocker):
+    """A 1 MB reason became a 1 MB exception and log line; a reviewer name with a newline wrote a line
+    of its own ("rejected by ana\\nApproved by root"); escapes and bidi overrides went out raw."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    task, parked = _reviewed(mocker)
+    event = {
+        "chosen_options": ["Reject"],
+        "params_input": {"reason": "too vague " + "r" * 1_000_000 + "\x1b[31m\u202e"},
+        "responded_by_user": {"name": "ana\nApproved by root"},
+    }
+    with pytest.raises(AirflowFailException) as raised:
+        _answer_review(task, parked, event)
+    message = str(raised.value)
+    assert len(message) < 2_000
+    assert "\n" not in message
+    assert "\x1b" not in message
+    assert "\u202e" not in message
+    assert "rejected by ana Approved by root: too vague rrr" in message
