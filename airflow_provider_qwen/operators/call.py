@@ -94,7 +94,7 @@ class QwenCallOperator(ReviewMixin, QwenBaseOperator):
                 self._defer(context, calls, request, state)
             outcome = self.after_turn(state, self.send_turn(calls, request))
             if isinstance(outcome, Done):
-                return self.deliver(context, outcome.value)
+                return self.deliver(context, outcome.value, calls=calls)
             state = outcome
 
     def execute_complete(self, context: Context, event: Mapping[str, Any]) -> Any:
@@ -107,9 +107,19 @@ class QwenCallOperator(ReviewMixin, QwenBaseOperator):
                 f"{type(self).__name__} {self.task_id!r}: not a Qwen trigger's event: {event!r:.200}"
             )
         deferred, state = DeferredCall.from_dict(resume.get("call") or {}), resume["state"]
-        return self.metered(
-            context, lambda ctx, calls: self._resume_turn(ctx, calls, event, deferred, state), resumed=True
-        )
+
+        def resume_turn(ctx: Context, calls: Calls) -> Any:
+            # The journal gave back the pause's record when it holds this call in flight; else (a
+            # journal that could not be written) the record travelled in the event.
+            journaled = {e.client_request_id for e in calls.cost.ledger.in_flight}
+            if deferred.client_request_id not in journaled and calls.restore(resume.get("spent")):
+                self.log.warning(
+                    "the cost journal did not give back what this try spent before the pause; "
+                    "counted from the trigger's event instead"
+                )
+            return self._resume_turn(ctx, calls, event, deferred, state)
+
+        return self.metered(context, resume_turn, resumed=True)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Airflow resumes a task whose trigger timed out (``execution_timeout``) or failed only to fail
@@ -167,7 +177,7 @@ class QwenCallOperator(ReviewMixin, QwenBaseOperator):
                 raise unbuilt from None
             raise
         if isinstance(outcome, Done):
-            return self.deliver(context, outcome.value)
+            return self.deliver(context, outcome.value, calls=calls)
         self._defer(context, calls, self.turn_request(context, outcome), outcome)
 
     def _defer(self, context: Context, calls: Calls, request: ChatRequest, state: State) -> NoReturn:
@@ -190,7 +200,7 @@ class QwenCallOperator(ReviewMixin, QwenBaseOperator):
                 retry_after_send=calls.retry_after_send,
                 marker=marker,
                 storage_conn_id=storage_conn_id,
-                resume={"call": call.to_dict(), "state": state},
+                resume={"call": call.to_dict(), "state": state, "spent": calls.spent_so_far()},
                 not_before=time.time() + guard,
             ),
             method_name="execute_complete",

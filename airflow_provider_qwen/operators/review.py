@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_provider_qwen.calls import Calls
+
 APPROVE, EDIT, REJECT = "Approve", "Edit", "Reject"
 OUTPUT_PARAM, REASON_PARAM = "output", "reason"
 # Characters that hide or reorder what a person reads (bidi overrides, zero-width, controls).
@@ -68,8 +70,9 @@ class ReviewMixin:
                 "timedelta > 0, or None for no limit"
             )
 
-    def deliver(self, context: Context, value: Any) -> Any:
-        """The result, or (with ``require_approval``) a pause until a person reviewed it."""
+    def deliver(self, context: Context, value: Any, *, calls: Calls | None = None) -> Any:
+        """The result, or (with ``require_approval``) a pause until a person reviewed it (``calls``:
+        the try's, whose spend so far travels in the pause's kwargs too, see ``execute_review``)."""
         if not self.require_approval:
             return value
         from airflow.sdk.exceptions import TaskAwaitingInput
@@ -93,15 +96,28 @@ class ReviewMixin:
                 REASON_PARAM: {"value": "", "schema": {"type": "string"}, "description": "why (optional)"},
             },
         )
-        raise TaskAwaitingInput(
-            method_name="execute_review", kwargs={"value": value}, timeout=self.review_timeout
-        )
+        kwargs: dict[str, Any] = {"value": value}
+        if calls is not None:
+            kwargs["spent"] = calls.spent_so_far()
+        raise TaskAwaitingInput(method_name="execute_review", kwargs=kwargs, timeout=self.review_timeout)
 
-    def execute_review(self, context: Context, event: Mapping[str, Any], value: Any = None) -> Any:
-        """Resume after the review: the result as approved or edited; a rejection fails the task."""
-        return self.metered(  # type: ignore[attr-defined]
-            context, lambda ctx, calls: self.reviewed(event, value), resumed=True
-        )
+    def execute_review(
+        self, context: Context, event: Mapping[str, Any], value: Any = None, spent: Any = None
+    ) -> Any:
+        """Resume after the review: the result as approved or edited; a rejection fails the task.
+        ``spent``: what the try spent before the pause, counted when the journal did not give it back
+        (a paid answer is always before a review, so an empty ledger means it did not)."""
+
+        def review(ctx: Context, calls: Calls) -> Any:
+            total = calls.cost.ledger.total
+            if not total.requests and not total.estimates and calls.restore(spent):
+                self.log.warning(
+                    "the cost journal did not give back what this try spent before the review; "
+                    "counted from the pause's kwargs instead"
+                )
+            return self.reviewed(event, value)
+
+        return self.metered(context, review, resumed=True)  # type: ignore[attr-defined]
 
     def reviewed(self, event: Mapping[str, Any], value: Any) -> Any:
         """What the person's answer makes of ``value`` (the HITL resume event)."""

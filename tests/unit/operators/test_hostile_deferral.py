@@ -504,3 +504,85 @@ def test_a_rejection_reason_and_name_are_bounded_and_shown_safely(mocker):
     assert "\x1b" not in message
     assert "\u202e" not in message
     assert "rejected by ana Approved by root: too vague rrr" in message
+
+
+# -- storage that cannot be written: what the try spent before a pause ---------------------------
+
+
+def test_repairs_over_pauses_are_all_counted_when_the_journal_cannot_be_written(
+    mocker, tmp_path, monkeypatch
+):
+    """Without Airflow's task state store the journal is a folder under [qwen] storage_base; when it
+    cannot be written, what the try paid before each pause was lost at the resume: three paid turns
+    of a repaired tool call ended as a qwen_cost of one request."""
+    from pydantic import BaseModel
+
+    from airflow_provider_qwen.operators import QwenToolCallOperator
+
+    class Ticket(BaseModel):
+        title: str
+        priority: int
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the storage folder would be")
+    monkeypatch.setenv("AIRFLOW__QWEN__STORAGE_BASE", str(blocker / "qwen"))
+    client = with_client(
+        mocker,
+        QwenToolCallOperator,
+        answer(None, tool_calls=[("c1", "Ticket", '{"title": 1')]),
+        answer(None, tool_calls=[("c2", "Ticket", {"title": "fire", "priority": "high"})]),
+        answer(None, tool_calls=[("c3", "Ticket", {"title": "fire", "priority": 1})]),
+    )
+    task = Task(QwenToolCallOperator(task_id="chat", prompt="hi", output_model=Ticket, deferrable=True))
+    task.store = None  # no task state store (Airflow < 3.3)
+    original = task.context
+
+    def without_store() -> dict[str, Any]:
+        context = original()
+        del context["task_state_store"]
+        return context
+
+    task.context = without_store  # type: ignore[method-assign]
+    deferred = task.defer()
+    for _ in range(2):
+        with pytest.raises(TaskDeferred) as again:
+            task.resume(fire(deferred.trigger, mocker, client))
+        deferred = again.value
+    assert task.resume(fire(deferred.trigger, mocker, client)) == {"title": "fire", "priority": 1}
+    cost = task.cost
+    assert (cost["requests"], cost["usd_spent"], cost["estimated"]) == (3, "0.003", False)
+
+
+@pytest.mark.parametrize("deferrable", [False, True])
+def test_a_reviewed_answer_is_counted_when_the_journal_cannot_be_written(
+    mocker, tmp_path, monkeypatch, deferrable
+):
+    """The same for the pause of a review: the approved answer's cost was gone from qwen_cost."""
+    from airflow.sdk.exceptions import TaskAwaitingInput
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the storage folder would be")
+    monkeypatch.setenv("AIRFLOW__QWEN__STORAGE_BASE", str(blocker / "qwen"))
+    client = with_client(mocker, QwenChatOperator, answer("the draft"))
+    op = QwenChatOperator(task_id="chat", prompt="hi", deferrable=deferrable, require_approval=True)
+    task = Task(op)
+    original = task.context
+
+    def without_store() -> dict[str, Any]:
+        context = original()
+        del context["task_state_store"]
+        return context
+
+    task.context = without_store  # type: ignore[method-assign]
+    mocker.patch("airflow.sdk.execution_time.hitl.upsert_hitl_detail")
+    if deferrable:
+        event = fire(task.defer().trigger, mocker, client)
+        with pytest.raises(TaskAwaitingInput) as parked:
+            task.resume(event)
+    else:
+        context = task.context()
+        with pytest.raises(TaskAwaitingInput) as parked:
+            task._fresh(context).execute(context)
+    approve = {"chosen_options": ["Approve"], "params_input": {}, "responded_by_user": {"name": "ana"}}
+    assert _answer_review(task, parked.value, approve) == "the draft"
+    assert (task.cost["requests"], task.cost["usd_spent"]) == (1, "0.001")
