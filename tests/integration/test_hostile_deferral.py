@@ -98,3 +98,48 @@ def test_a_triggerer_that_cannot_read_the_connection_counts_nothing_sent(run_dag
         False,
         "0",
     )
+
+
+def test_a_server_echoing_the_key_never_puts_it_in_a_log_event_or_xcom_deferred(
+    run_dag, monkeypatch, capfd, caplog
+):
+    """The malformed HTTP answer that echoes the request headers, the key among them, met in the
+    triggerer: the key is in no log line, trigger event (the resumed task's next_kwargs) or XCom."""
+    import json
+    import logging
+
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    from tests.unit.client.test_secrets_hostile import KEY, HostileServer, echo_status_line
+
+    server = HostileServer(echo_status_line)
+    conn = {"conn_type": "qwen", "host": server.base_url, "password": KEY, "extra": {"max_retries": 1}}
+    monkeypatch.setenv("AIRFLOW_CONN_QWEN_DEFAULT", json.dumps(conn))
+    caplog.set_level(logging.DEBUG)
+    try:
+        with DAG("qwen_hostile_deferral_secrets", schedule=None, start_date=START) as dag:
+            QwenChatOperator(
+                task_id="ask", prompt="hello", max_completion_tokens=100, retries=0, deferrable=True
+            )
+        result = run_dag(dag)
+    finally:
+        server.close()
+    assert result.task_states[("ask", -1)] == "failed"
+    assert all(KEY in raw.decode("latin-1") for raw in server.requests)
+    out, err = capfd.readouterr()
+    records = "\n".join(logging.Formatter().format(record) for record in caplog.records)
+    seen = [
+        out,
+        err,
+        caplog.text,
+        records,
+        json.dumps({str(k): v for k, v in result.xcoms.items()}, default=str),
+    ]
+    with create_session() as session:
+        for ti in session.query(TaskInstance).filter(TaskInstance.dag_id == dag.dag_id):
+            seen.append(json.dumps(ti.next_kwargs, default=str))
+    text = "\n".join(seen)
+    assert "Bad status line" in text or "illegal status line" in text  # the failure is there
+    assert text.count(KEY) == 0
+    assert text.count(KEY[:16]) == 0
