@@ -18,6 +18,7 @@ import pendulum
 from airflow.sdk import dag, task
 
 from airflow_provider_qwen.operators import QwenAgentOperator
+from airflow_provider_qwen.retry_policy import QwenRetryPolicy
 from airflow_provider_qwen.tools import sql_tool
 
 DB_CONN_ID = "qwen_agent_report_db"
@@ -50,6 +51,7 @@ revenue_usd), and query it again as you need. Only report figures the tool retur
     start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
     catchup=False,
     tags=["qwen-example"],
+    default_args={"retries": 2, "retry_policy": QwenRetryPolicy()},  # see docs/retry-policy.md
     doc_md=__doc__,
 )
 def qwen_agent_report():

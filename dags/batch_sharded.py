@@ -33,6 +33,7 @@ from airflow.sdk import Param, dag, task
 
 from airflow_provider_qwen.batch import results_asset
 from airflow_provider_qwen.operators import QwenBatchOperator
+from airflow_provider_qwen.retry_policy import QwenRetryPolicy
 from airflow_provider_qwen.storage import storage_base
 
 DOCUMENTS = Path(__file__).parent / "documents"
@@ -53,6 +54,7 @@ RESULTS = os.environ.get("QWEN_BATCH_RESULTS") or f"{storage_base()}/results/qwe
         "shards": Param(3, type="integer", minimum=1, description="Mapped batch tasks to cut it into"),
         "run_budget_usd": Param("0.50", type="string", description="What one run may spend, all shards"),
     },
+    default_args={"retries": 2, "retry_policy": QwenRetryPolicy()},  # see docs/retry-policy.md
     doc_md=__doc__,
 )
 def qwen_batch_sharded():

@@ -22,6 +22,7 @@ import pendulum
 from airflow.sdk import Param, XComArg, dag, task
 
 from airflow_provider_qwen.operators import QwenBatchOperator
+from airflow_provider_qwen.retry_policy import QwenRetryPolicy
 
 DOCUMENTS = Path(__file__).parent / "documents"
 POOL = "qwen_api"
@@ -36,6 +37,7 @@ POOL = "qwen_api"
         "folder": Param(f"file://{DOCUMENTS}", type="string", description="Folder of .txt/.md documents"),
         "shard_size": Param(4, type="integer", minimum=1, description="Documents per mapped task"),
     },
+    default_args={"retries": 2, "retry_policy": QwenRetryPolicy()},  # see docs/retry-policy.md
     doc_md=__doc__,
 )
 def qwen_batch_summarize():

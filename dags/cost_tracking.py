@@ -15,6 +15,7 @@ from airflow.sdk import Param, dag
 
 from airflow_provider_qwen.callbacks import qwen_cost_callback
 from airflow_provider_qwen.operators import QwenChatOperator, QwenCostReportOperator
+from airflow_provider_qwen.retry_policy import QwenRetryPolicy
 
 
 @dag(
@@ -24,6 +25,8 @@ from airflow_provider_qwen.operators import QwenChatOperator, QwenCostReportOper
     tags=["qwen-example"],
     params={"product": Param("a self-hosted status page for small teams", type="string")},
     default_args={
+        "retries": 2,
+        "retry_policy": QwenRetryPolicy(),  # fail at once on 4xx and budget refusals; retry 429/5xx
         "dag_run_budget_usd": 0.50,  # every Qwen task of one run together
         "max_cost_usd": 0.25,  # each task, all its tries together
         "max_completion_tokens": 4_000,  # bounds each answer (reasoning included)

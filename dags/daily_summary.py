@@ -12,6 +12,7 @@ import pendulum
 from airflow.sdk import Param, XComArg, dag, task
 
 from airflow_provider_qwen.operators import QwenChatOperator
+from airflow_provider_qwen.retry_policy import QwenRetryPolicy
 
 DEFAULT_NOTES = [
     "Deploy of billing-api v2.14 finished at 09:40; error rate back to baseline by 10:05.",
@@ -30,6 +31,7 @@ DEFAULT_NOTES = [
         "audience": Param("the engineering leads", type="string"),
         "notes": Param(DEFAULT_NOTES, type="array", items={"type": "string"}),
     },
+    default_args={"retries": 2, "retry_policy": QwenRetryPolicy()},  # see docs/retry-policy.md
     doc_md=__doc__,
 )
 def qwen_daily_summary():

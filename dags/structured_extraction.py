@@ -16,6 +16,7 @@ from airflow.sdk import Param, XComArg, dag, task
 from pydantic import BaseModel, Field
 
 from airflow_provider_qwen.operators import QwenToolCallOperator
+from airflow_provider_qwen.retry_policy import QwenRetryPolicy
 
 DEFAULT_TICKETS = [
     "Hi, I was charged twice for the Pro plan this month (invoice 8841). Please refund one. "
@@ -44,6 +45,7 @@ class Ticket(BaseModel):
         "company": Param("Acme Analytics", type="string"),
         "tickets": Param(DEFAULT_TICKETS, type="array", items={"type": "string"}),
     },
+    default_args={"retries": 2, "retry_policy": QwenRetryPolicy()},  # see docs/retry-policy.md
     doc_md=__doc__,
 )
 def qwen_structured_extraction():

@@ -14,6 +14,8 @@ import pendulum
 from airflow.sdk import dag, task
 from pydantic import BaseModel
 
+from airflow_provider_qwen.retry_policy import QwenRetryPolicy
+
 ARTICLES = [
     "Billing-api v2.14 shipped on Tuesday; the error rate was back to baseline 25 minutes later.",
     "Checkout latency p95 rose from 310 ms to 540 ms after the CDN change; a rollback is planned.",
@@ -33,6 +35,7 @@ class Digest(BaseModel):
     start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
     catchup=False,
     tags=["qwen-taskflow"],
+    default_args={"retries": 2, "retry_policy": QwenRetryPolicy()},  # see docs/retry-policy.md
     doc_md=__doc__,
 )
 def qwen_taskflow_summaries():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -107,7 +108,12 @@ class InvalidRequestError(QwenError, ValueError):
 
 
 class APIStatusError(QwenError):
-    """The service answered with an error status."""
+    """The service answered with an error status; ``retry_after`` is the delay it asked for (its
+    ``Retry-After`` / ``retry-after-ms`` header), if any."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
 
 
 class BadRequestError(APIStatusError):
@@ -132,10 +138,6 @@ class ConflictError(APIStatusError):
 
 class RateLimitError(APIStatusError):
     """429: rate or concurrency limit; ``retry_after`` is the server's requested delay, if any."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
-        super().__init__(message, **kwargs)
-        self.retry_after = retry_after
 
 
 class ServerError(APIStatusError):
@@ -257,9 +259,7 @@ def error_for_status(
         "body": body,
         "charge": charge,
     }
-    if cls is RateLimitError:
-        return RateLimitError(message, retry_after=retry_after, **kwargs)
-    return cls(message, **kwargs)
+    return cls(message, retry_after=retry_after, **kwargs)
 
 
 def error_to_dict(error: QwenError) -> dict[str, Any]:
@@ -272,7 +272,7 @@ def error_to_dict(error: QwenError) -> dict[str, Any]:
         "client_request_id": error.client_request_id,
         "charge": error.charge.to_dict(),
     }
-    if isinstance(error, RateLimitError):
+    if isinstance(error, APIStatusError):
         data["retry_after"] = error.retry_after
     if isinstance(error, StructuredOutputError):
         data["errors"] = list(error.errors)
@@ -290,18 +290,20 @@ def error_from_dict(data: Mapping[str, Any]) -> QwenError:
         "charge": Charge.from_dict(data["charge"]) if isinstance(data.get("charge"), Mapping) else NO_CHARGE,
     }
     message = str(data.get("message") or "the call failed")
-    if cls is RateLimitError:
-        after = data.get("retry_after")
-        retry_after = (
-            float(after) if isinstance(after, (int, float)) and not isinstance(after, bool) else None
-        )
-        return RateLimitError(message, retry_after=retry_after, **kwargs)
+    if issubclass(cls, APIStatusError):
+        return cls(message, retry_after=_delay_or_none(data.get("retry_after")), **kwargs)
     if cls is StructuredOutputError:
         errors = data.get("errors")
         return StructuredOutputError(
             message, errors=[str(e) for e in errors] if isinstance(errors, list) else None, **kwargs
         )
     return cls(message, **kwargs)
+
+
+def _delay_or_none(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) and value >= 0 else None
 
 
 def _text_or_none(value: Any) -> str | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from airflow_provider_qwen.testing.schema import assert_valid_request
-from tests.integration.conftest import load_dag
+from tests.integration.conftest import DAGS_FOLDER, load_dag
 
 TICKETS = [
     "I was charged twice for invoice 8841, please refund one. - ana@example.com",
@@ -75,3 +75,17 @@ def test_structured_extraction_dag_maps_tickets_as_data(run_dag, qwen_emulator):
     routed = result.xcom("route")
     assert Decimal(routed["usd_spent"]) == usd
     assert routed["requests"] == len(TICKETS)
+
+
+def test_every_example_dag_task_has_the_policy_next_to_its_retries():
+    from airflow.dag_processing.dagbag import DagBag
+
+    from airflow_provider_qwen.retry_policy import QwenRetryPolicy
+
+    bag = DagBag(dag_folder=str(DAGS_FOLDER))
+    assert not bag.import_errors
+    tasks = [task for dag in bag.dags.values() for task in dag.tasks]
+    assert len(bag.dags) >= 7
+    for task in tasks:
+        assert isinstance(task.retry_policy, QwenRetryPolicy), task.task_id
+        assert task.retries >= 1, task.task_id
