@@ -31,6 +31,7 @@ OPTIONAL = {
     "pyarrow": "parquet",  # Parquet inputs and results of QwenBatchOperator
     "apache-airflow-providers-openlineage": "openlineage",  # the operators' OpenLineage facets
     "openlineage-python": "openlineage",
+    "attrs": "openlineage",  # the qwen run facet is an attrs class, as OpenLineage facets are
 }
 # Imports no requirement declares, each with why, and the only modules that may make them.
 UNDECLARED = {
@@ -153,8 +154,16 @@ def distribution_of(name: str) -> str:
             return canonicalize_name(known)
     providers = _top_level_providers().get(parts[0])
     assert providers, f"no installed distribution provides the module {parts[0]!r} (imported as {name})"
-    (dist,) = {canonicalize_name(d) for d in providers}
+    dists = {canonicalize_name(d) for d in providers}
+    if len(dists) > 1:  # a namespace package several distributions share: whose files hold the module
+        dists = {d for d in dists if _holds(d, name)}
+    (dist,) = dists
     return dist
+
+
+def _holds(dist: str, module: str) -> bool:
+    path = module.replace(".", "/")
+    return any(str(f).startswith(path) for f in metadata.distribution(dist).files or ())
 
 
 @cache
