@@ -147,6 +147,7 @@ class QwenAgentOperator(QwenBaseOperator):
         messages = self.rendered_messages(context)
 
         async def go() -> AgentResult:
+            self.attach_loop()  # a kill or a timeout cancels this task: the turn or tool unwinds
             async with self.hook.async_client() as client:
 
                 async def send(request: ChatRequest) -> Any:

@@ -15,6 +15,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_qwen import DEFAULT_CONN_ID, DEFAULT_MODEL
 from airflow_provider_qwen.client.pricing import usd_text
+from airflow_provider_qwen.operators.kill import KillableMixin
 from airflow_provider_qwen.operators.lineage import QwenLineageMixin
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ def is_templated(value: Any) -> bool:
     return False
 
 
-class QwenBaseOperator(QwenLineageMixin, BaseOperator):
+class QwenBaseOperator(KillableMixin, QwenLineageMixin, BaseOperator):
     """Base of the Qwen operators.
 
     :param prompt: the user message; Jinja, or a template file ending in .j2/.jinja2/.prompt.
@@ -328,7 +329,8 @@ class QwenBaseOperator(QwenLineageMixin, BaseOperator):
                 cost.resume()
             else:
                 cost.start()
-            return body(context, calls)
+            with self.killable():
+                return body(context, calls)
         finally:
             try:
                 self.finish_cost(context, cost)

@@ -339,6 +339,7 @@ class QwenBatchOperator(QwenBaseOperator):
         from airflow_provider_qwen.batch.sender import RateLimitedSender
 
         options = BatchOptions(max_concurrency=self.max_concurrency, progress_interval=self.progress_interval)
+        self.attach_loop()  # a kill or a timeout cancels this task: every item unwinds as cancelled
 
         async with self.batch_client() as client:
 
