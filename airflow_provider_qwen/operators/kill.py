@@ -4,8 +4,9 @@ Airflow stops a running task in two ways that reach the task's own process:
 
 - SIGTERM (a user marked it failed or success, the scheduler stopped it, the worker shuts down):
   the task runner's handler calls ``on_kill()`` and returns; the supervisor SIGKILLs later.
-- ``execution_timeout``: SIGALRM raises ``AirflowTaskTimeout`` (an ``Exception``) into whatever the
-  main thread runs, then ``on_kill()`` is called once ``execute`` has unwound.
+- ``execution_timeout``: SIGALRM raises ``AirflowTaskTimeout`` into whatever the main thread runs
+  (in an event loop: into a callback, which logs and drops it, or into any coroutine, whose
+  ``except`` may take it for its own error), then ``on_kill()`` is called once ``execute`` unwound.
 
 Either way the try must unwind through its ``finally`` blocks: ``Calls`` counts a call in flight as
 one possibly paid try, ``metered`` journals the try's cost and pushes ``qwen_cost``, a batch has
@@ -122,7 +123,7 @@ class KillableMixin:
         def on_alarm(signum: int, frame: Any) -> None:
             try:
                 previous(signum, frame)
-            except Exception as exc:  # Airflow's AirflowTaskTimeout
+            except BaseException as exc:  # Airflow's AirflowTaskTimeout (a BaseException in 3.3)
                 self._stop(run, QwenTaskKilled(f"{_name(self)} timed out: {exc}", cause=exc))
 
         signal.signal(signal.SIGALRM, on_alarm)
