@@ -129,7 +129,9 @@ class KillableMixin:
         signal.signal(signal.SIGALRM, on_alarm)
 
         def restore() -> None:
-            if signal.getsignal(signal.SIGALRM) is on_alarm:
+            # After a stop the routing stays (a later alarm only logs: it would break the cleanup after
+            # the body, the cost record's journal and XCom); the next timeout() installs its own.
+            if run.stop is None and signal.getsignal(signal.SIGALRM) is on_alarm:
                 signal.signal(signal.SIGALRM, previous)
 
         return restore

@@ -278,3 +278,27 @@ def test_on_kill_outside_execute_and_from_another_thread_raises_nothing(mocker):
     except QwenTaskKilled as exc:
         seen.append(exc)
     assert len(seen) == 1
+
+
+def test_the_timeout_firing_after_a_sigterm_while_the_cost_is_published_only_logs(mocker, sigterm):
+    with_client(mocker, QwenBaseOperator, answer("never"))
+
+    class Loops(QwenChatOperator):
+        def run(self, context, calls):
+            while True:
+                time.sleep(0.02)
+
+    publish = QwenBaseOperator.finish_cost
+
+    def slow_publish(self, context, cost):
+        time.sleep(0.4)  # the execution_timeout passes here, after the body unwound
+        publish(self, context, cost)
+
+    mocker.patch.object(QwenBaseOperator, "finish_cost", slow_publish)
+    op = Loops(task_id="chat", prompt="hi")
+    sigterm(op)
+    ti = BatchTI(task_id="chat")
+    kill_self_after(0.1)
+    with pytest.raises(QwenTaskKilled):
+        timed(op, ti, 0.3)
+    assert "qwen_cost" in ti.pushed  # the late alarm did not cut the publishing short
