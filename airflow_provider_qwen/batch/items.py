@@ -204,12 +204,25 @@ class ItemProcessor(LongItems):
         else:
             value = await self._map_reduce(item, index, parts, spend)
         interrupted = await after_sends()
-        value = await self.outputs.keep(index, key, value)
-        await self.journal.put(
-            self._record(key, "item", index, "item", work.request_hash, value)
-            | {"chunked": parts is not None, "parts": len(parts or ()), "truncated": spend.truncated}
-            | spend.record_fields()
-        )
+
+        async def record() -> Any:
+            kept = await self.outputs.keep(index, key, value)
+            await self.journal.put(
+                self._record(key, "item", index, "item", work.request_hash, kept)
+                | {"chunked": parts is not None, "parts": len(parts or ()), "truncated": spend.truncated}
+                | spend.record_fields()
+            )
+            return kept
+
+        # A paid answer is kept and journaled as one step: a stop (a kill, a timeout; the engine
+        # cancels twice) waits for it, or a retry would pay the item again.
+        recording = asyncio.ensure_future(record())
+        while not recording.done():
+            try:
+                await asyncio.shield(recording)
+            except asyncio.CancelledError as exc:
+                interrupted = interrupted or exc
+        value = recording.result()
         if interrupted is not None:
             raise interrupted  # cancelled while waiting its turn: journaled all the same, then stopped
         return ItemOutcome(

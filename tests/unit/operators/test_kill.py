@@ -302,3 +302,34 @@ def test_the_timeout_firing_after_a_sigterm_while_the_cost_is_published_only_log
     with pytest.raises(QwenTaskKilled):
         timed(op, ti, 0.3)
     assert "qwen_cost" in ti.pushed  # the late alarm did not cut the publishing short
+
+
+def test_sigterm_while_a_large_result_is_stored_still_journals_it(mocker, storage, sigterm):
+    """A paid answer is stored (above output_size_threshold) and journaled as one step: a stop in
+    between would leave it paid and not journaled, so the retry would pay for it again."""
+    from airflow_provider_qwen.batch.outputs import OutputStore
+
+    client = with_async_client(mocker, slow_from(3))
+    keep = OutputStore.keep
+    stored: list[int] = []
+
+    async def keep_then_killed(self, index, key, value):
+        stored.append(index)
+        if len(stored) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+            await asyncio.sleep(0.2)  # the stop arrives while the result is being written
+        return await keep(self, index, key, value)
+
+    mocker.patch.object(OutputStore, "keep", keep_then_killed)
+    op = batch(items=[f"doc {i}" for i in range(6)], max_concurrency=6, output_size_threshold=1)
+    sigterm(op)
+    ti = BatchTI()
+    with pytest.raises(QwenTaskKilled):
+        op.execute(_context(op, ti))
+    assert stored[0] in {r["index"] for r in records(storage)}  # journaled, not lost
+    client.reply = echo
+    sent_before = len(client.requests)
+    op2 = batch(items=[f"doc {i}" for i in range(6)], max_concurrency=6, output_size_threshold=1)
+    op2.execute(_context(op2, BatchTI(try_number=2)))
+    resent = {int(user_text(r).split()[-1]) for r in client.requests[sent_before:]}
+    assert stored[0] not in resent
