@@ -491,3 +491,17 @@ def test_it_imports_on_an_airflow_without_retry_policies():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["True", "airflow_provider_qwen.retry_policy"]
+
+
+def test_it_chains_after_rules_of_ones_own():
+    """As docs/retry-policy.md shows it (ChainRetryPolicy: Airflow 3.4, on 3.3 from the compat provider)."""
+    from airflow.providers.common.compat.sdk import ChainRetryPolicy, ExceptionRetryPolicy, RetryRule
+
+    chain = ChainRetryPolicy(
+        [ExceptionRetryPolicy(rules=[RetryRule(exception=PermissionError, action=FAIL)]), QwenRetryPolicy()]
+    )
+    assert decide(PermissionError("no"), chain).action is FAIL
+    decision = decide(status_error(429, retry_after=9), chain)
+    assert (decision.action, decision.retry_delay) == (RETRY, timedelta(seconds=9))
+    assert decision.reason.startswith("QwenRetryPolicy: RateLimitError status=429")
+    assert decide(KeyError("x"), chain).action is DEFAULT
