@@ -146,14 +146,14 @@ def dataset_name(location: Any) -> tuple[str, str] | None:
     if not text or "{{" in text or "{%" in text:
         return None
     if not _URL.match(text):
-        return "file", _folder(os.path.abspath(os.path.expanduser(text)))
+        return "file", _folder(os.path.abspath(os.path.expanduser(text)))  # abspath normalises
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
     host = parts.netloc.rpartition("@")[2]  # the last @ ends the userinfo (a password may hold one)
     path = scrub_generic(parts.path)
     if scheme in ("file", "local"):
         local = host if host not in ("", "localhost") else ""
-        return (f"file://{local}" if local else "file"), _folder(path or "/")
+        return (f"file://{local}" if local else "file"), _folder(os.path.normpath(path or "/"))
     if not host or not re.fullmatch(r"[A-Za-z0-9._~\-\[\]:]+", host):
         return None
     return f"{scheme}://{host}", _folder(path.lstrip("/")) or "/"

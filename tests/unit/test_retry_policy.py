@@ -505,3 +505,32 @@ def test_it_chains_after_rules_of_ones_own():
     assert (decision.action, decision.retry_delay) == (RETRY, timedelta(seconds=9))
     assert decision.reason.startswith("QwenRetryPolicy: RateLimitError status=429")
     assert decide(KeyError("x"), chain).action is DEFAULT
+
+
+def test_it_copies_and_pickles_like_the_rest_of_a_task():
+    """DAG code deep-copies tasks (``partial_subset``, a task group's copies): the policy goes along."""
+    import copy
+    import pickle
+
+    policy = QwenRetryPolicy(max_retry_delay=timedelta(seconds=30), on_structured_output_error="fail")
+    for again in (copy.deepcopy(policy), pickle.loads(pickle.dumps(policy))):
+        assert again == policy
+        assert decide(status_error(429, retry_after=99), again).retry_delay == timedelta(seconds=30)
+    dag = _qwen_dag(policy)
+    subset = dag.partial_subset("own", include_upstream=False)
+    assert subset.get_task("own").retry_policy == QwenRetryPolicy()
+
+
+def test_a_mapped_task_keeps_its_policy():
+    from airflow.sdk import DAG
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    from airflow_provider_qwen.operators import QwenChatOperator
+
+    with DAG("qwen_mapped_policy", schedule=None) as dag:
+        QwenChatOperator.partial(task_id="chat", retries=2, retry_policy=QwenRetryPolicy()).expand(
+            prompt=["a", "b"]
+        )
+    serialized = DagSerialization.to_dict(dag)
+    assert "QwenRetryPolicy" not in json.dumps(serialized)
+    assert DagSerialization.from_dict(serialized).get_task("chat").partial_kwargs.get("has_retry_policy")

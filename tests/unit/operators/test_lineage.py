@@ -284,6 +284,8 @@ def test_a_broken_part_costs_only_that_part(mocker, caplog):
         ("file:///data/in.jsonl", ("file", "/data/in.jsonl")),
         ("file://localhost/data/in.jsonl", ("file", "/data/in.jsonl")),
         ("file:///data/docs/", ("file", "/data/docs")),
+        ("file:///data/./in/../docs//a.jsonl", ("file", "/data/docs/a.jsonl")),
+        ("/data/./in/../docs//a.jsonl", ("file", "/data/docs/a.jsonl")),
         ("s3://bucket/docs/in.parquet", ("s3://bucket", "docs/in.parquet")),
         ("s3://AKIAKEY:s3cr3t@bucket/docs/", ("s3://bucket", "docs")),
         ("s3://key:p@ss@word@bucket/x.csv", ("s3://bucket", "x.csv")),
@@ -372,6 +374,33 @@ def test_what_is_not_an_input_names_no_dataset(items):
     op = QwenBatchOperator(task_id="b", prompt="{{ item }}", items=["x"])
     op.items = items
     assert op.get_openlineage_facets_on_complete(None).inputs == []
+
+
+def test_a_decorated_batch_names_the_input_its_function_returned(mocker, tmp_path, monkeypatch):
+    from airflow.sdk import DAG, task
+
+    import airflow_provider_qwen.decorators  # noqa: F401 - registers @task.qwen_batch
+
+    monkeypatch.setenv("AIRFLOW__QWEN__STORAGE_BASE", f"file://{tmp_path / 'qwen-storage'}")
+    with_async_client(mocker)
+    source = tmp_path / "docs.jsonl"
+    source.write_text('{"text": "a"}\n')
+    with DAG("lineage_decorated", schedule=None) as dag:
+
+        @task.qwen_batch(
+            prompt="{{ item.text }}", results_path=str(tmp_path / "out.jsonl"), progress_interval=60
+        )
+        def documents() -> str:
+            return f"file://{source}"
+
+        documents()
+    op = dag.get_task("documents")
+    assert op.get_openlineage_facets_on_start().inputs == []  # the function has not run yet
+    _, ti = run(op, BatchTI())
+    lineage_ = op.get_openlineage_facets_on_complete(ti)
+    assert names(lineage_.inputs) == [("file", str(source))]
+    assert names(lineage_.outputs) == [("file", str(tmp_path / "out.jsonl"))]
+    assert facet_of(lineage_)["requests"] == 1
 
 
 # -- through the OpenLineage provider -----------------------------------------------------------
