@@ -172,7 +172,7 @@ def qwen_run_facet(record: Any, inference_ids: list[str], *, scrub: Any = None) 
     ``inference_ids`` are this try's first ids as the ledger kept them (at most 1,000): the first
     ``INFERENCE_IDS_IN_FACET`` that look like ids and hold no secret (``scrub`` cuts the key) are
     listed; ``inferenceIdsNotListed`` counts the others, and past the ledger's 1,000 the rest of the
-    try's requests (an upper bound: a request that failed has no id).
+    try's requests (an estimate from there on: a failed request has an id but is not a paid request).
     """
     from airflow_provider_qwen.cost.ledger import INFERENCE_IDS_KEPT
 

@@ -153,6 +153,9 @@ def test_lineage_events_carry_the_qwen_facet_and_the_batchs_files(deployment: De
     assert "AuthenticationError status=401" in log
     bad_key = _event(events, "bad_key", "FAIL")["run"]["facets"]["qwen"]
     assert (bad_key["requests"], bad_key["usdSpent"], bad_key["tryNumber"]) == (0, "0", 1)
+    refused_401 = {r.inference_id for r in deployment.emulator.requests if r.status == 401}
+    assert bad_key["inferenceIds"], "the 401's id: the service logs the failed request under it"
+    assert set(bad_key["inferenceIds"]) <= refused_401
     fails = [e for e in events if e["job"]["name"] == f"{DAG_ID}.bad_key" and e["eventType"] == "FAIL"]
     assert len(fails) == 1  # one try, one FAIL event
 
