@@ -412,4 +412,4 @@ class QwenBatchOperator(QwenBaseOperator):
                 f"({report.failed} failed, {report.unstarted} not started{stopped}); max_failures="
                 f"{self.max_failures!r} allows {allowed}. First errors: {first}. Finished items are "
                 "checkpointed: a retry sends only the others."
-            )
+            ) from report.stop_error  # what stopped the batch (a wrong key, a long 429) decides retries

@@ -534,3 +534,25 @@ def test_a_mapped_task_keeps_its_policy():
     serialized = DagSerialization.to_dict(dag)
     assert "QwenRetryPolicy" not in json.dumps(serialized)
     assert DagSerialization.from_dict(serialized).get_task("chat").partial_kwargs.get("has_retry_policy")
+
+
+def test_a_batch_stopped_by_a_wrong_key_fails_at_once(mocker, tmp_path, monkeypatch):
+    """The batch's failure is raised from what stopped it, so the policy sees the 401 behind it."""
+    from airflow_provider_qwen.batch.runner import BatchFailedError
+    from airflow_provider_qwen.operators import QwenBatchOperator
+    from tests.support.batch_fakes import BatchTI, with_async_client
+
+    monkeypatch.setenv("AIRFLOW__QWEN__STORAGE_BASE", f"file://{tmp_path}")
+
+    def wrong_key(request):
+        raise errors.AuthenticationError("invalid api key", status_code=401)
+
+    with_async_client(mocker, wrong_key)
+    op = QwenBatchOperator(task_id="batch", prompt="{{ item }}", items=["a", "b", "c"], retries=3)
+    ti = BatchTI()
+    context = {"ti": ti, "task_instance": ti, "params": {}, "run_id": ti.run_id}
+    op.render_template_fields(context)
+    with pytest.raises(BatchFailedError) as failed:
+        op.execute(context)
+    assert isinstance(failed.value.__cause__, errors.AuthenticationError)
+    assert decide(failed.value).action is RetryAction.FAIL
