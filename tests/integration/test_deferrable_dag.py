@@ -14,21 +14,9 @@ from pydantic import BaseModel
 
 from airflow_provider_qwen.operators import QwenChatOperator, QwenToolCallOperator
 from airflow_provider_qwen.testing.faults import Fault
+from tests.support.cost_fakes import COST_FIELDS
 
 START = pendulum.datetime(2025, 1, 1, tz="UTC")
-COST_FIELDS = (
-    "model",
-    "requests",
-    "prompt_tokens",
-    "completion_tokens",
-    "reasoning_tokens",
-    "total_tokens",
-    "credits_used",
-    "usd_spent",
-    "estimated",
-    "usd_unsettled",
-    "try_number",
-)
 
 
 class Ticket(BaseModel):

@@ -10,21 +10,9 @@ from airflow.sdk import DAG
 
 from airflow_provider_qwen.operators import QwenChatOperator
 from airflow_provider_qwen.testing.faults import Fault
+from tests.support.cost_fakes import COST_FIELDS
 
 START = pendulum.datetime(2025, 1, 1, tz="UTC")
-COST_FIELDS = (
-    "model",
-    "requests",
-    "prompt_tokens",
-    "completion_tokens",
-    "reasoning_tokens",
-    "total_tokens",
-    "credits_used",
-    "usd_spent",
-    "estimated",
-    "usd_unsettled",
-    "try_number",
-)
 
 
 @pytest.fixture(autouse=True)

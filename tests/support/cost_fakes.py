@@ -13,6 +13,21 @@ from airflow_provider_qwen.client.pricing import Cost
 from airflow_provider_qwen.cost.record import CostTotals
 from tests.support.operator_fakes import MODEL
 
+# The qwen_cost fields two runs of the same work must agree on (a deferred and a worker run).
+COST_FIELDS = (
+    "model",
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "credits_used",
+    "usd_spent",
+    "estimated",
+    "usd_unsettled",
+    "try_number",
+)
+
 
 class FakeRun:
     def __init__(self, dag_id: str = "cost_dag", run_id: str = "manual__1") -> None:
