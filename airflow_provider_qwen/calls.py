@@ -64,9 +64,11 @@ class DeferredCall:
 
 @dataclass
 class _Meter:
-    """What one metered call left to settle: its estimate, if its cost had to be estimated."""
+    """What one metered call left to settle: its estimate, if its cost had to be estimated;
+    ``recorded`` once its answer is being recorded (a stop meanwhile must not count it again)."""
 
     estimate: Estimate | None = None
+    recorded: bool = False
 
 
 class Calls:
@@ -105,7 +107,7 @@ class Calls:
         try:
             yield meter
         except BaseException as exc:
-            if meter.estimate is None:
+            if meter.estimate is None and not meter.recorded:
                 if isinstance(exc, QwenError):
                     meter.estimate = self.cost.ledger.add_error(exc, request)
                 else:
@@ -151,6 +153,7 @@ class Calls:
                 request, client_request_id=rid, retry_after_send=self.retry_after_send
             )
             if completion.cost.estimated:  # priced from its text: count it off the loop
+                meter.recorded = True  # the thread records it even if this task is cancelled meanwhile
                 meter.estimate = await asyncio.to_thread(self.cost.ledger.add, completion, request)
             else:
                 meter.estimate = self.cost.ledger.add(completion, request)

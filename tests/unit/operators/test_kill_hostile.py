@@ -302,12 +302,6 @@ def _no_usage(request) -> ChatCompletion:
     return bind(parsed, requested_model=MODEL, cost=Cost(estimated=True))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="calls.py Calls.asend: a cancellation at `await asyncio.to_thread(ledger.add)` (an answer "
-    "priced from its text) leaves meter.estimate unset while the thread records the answer, so "
-    "_metered counts the call again as interrupted; fix in calls.py (owner: the Calls code)",
-)
 def test_a_sigterm_while_an_answer_without_usage_is_priced_counts_it_once(mocker, storage, sigterm):
     with_async_client(mocker, _no_usage)
     add = TryLedger.add
