@@ -7,7 +7,7 @@ before, charge recorded after), and ``execute`` pushes the try's ``qwen_cost`` r
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +17,14 @@ from airflow_provider_qwen import DEFAULT_CONN_ID, DEFAULT_MODEL
 from airflow_provider_qwen.client.pricing import usd_text
 from airflow_provider_qwen.operators.kill import KillableMixin
 from airflow_provider_qwen.operators.lineage import QwenLineageMixin
+from airflow_provider_qwen.operators.templates import (
+    ABSENT,
+    PROMPT_TEMPLATE_EXT,
+    at,
+    expressions,
+    is_templated,
+    template_leaves,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -27,7 +35,6 @@ if TYPE_CHECKING:
     from airflow_provider_qwen.cost.task import TaskCost
     from airflow_provider_qwen.hooks.qwen import QwenHook
 
-PROMPT_TEMPLATE_EXT = (".j2", ".jinja2", ".prompt")
 
 # Generation parameters every operator accepts and forwards to the request (templated as one dict).
 GENERATION_PARAMS = (
@@ -49,18 +56,6 @@ GENERATION_PARAMS = (
 # The fields that become message text, and the parameters that are booleans.
 TEXT_FIELDS = ("prompt", "system_prompt", "messages")
 BOOL_PARAMS = frozenset({"logprobs", "normalize_tool_schemas"})
-_ABSENT = object()
-
-
-def is_templated(value: Any) -> bool:
-    """Whether a (possibly nested) value still holds Jinja markup or a template file name."""
-    if isinstance(value, str):
-        return "{{" in value or "{%" in value or value.endswith(PROMPT_TEMPLATE_EXT)
-    if isinstance(value, Mapping):
-        return any(is_templated(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(is_templated(v) for v in value)
-    return False
 
 
 class QwenBaseOperator(KillableMixin, QwenLineageMixin, BaseOperator):
@@ -232,9 +227,9 @@ class QwenBaseOperator(KillableMixin, QwenLineageMixin, BaseOperator):
         from airflow_provider_qwen.client.fields import field_path
 
         for name, template in self._text_templates.items():
-            for path, source in _template_leaves(template, (name,)):
-                rendered = _at(getattr(self, name), path[1:])
-                if rendered is _ABSENT or rendered == source:
+            for path, source in template_leaves(template, (name,)):
+                rendered = at(getattr(self, name), path[1:])
+                if rendered is ABSENT or rendered == source:
                     continue  # not rendered here (a mapped value is data, never a template)
                 if rendered is None or (isinstance(rendered, str) and "None" in rendered):
                     missing = self._missing_values(context, path)
@@ -254,7 +249,7 @@ class QwenBaseOperator(KillableMixin, QwenLineageMixin, BaseOperator):
         if context is None:
             return ""
         path = (path,) if isinstance(path, str) else path
-        source = _at(self._text_templates.get(path[0]), path[1:])
+        source = at(self._text_templates.get(path[0]), path[1:])
         if not isinstance(source, str) or not is_templated(source):
             return ""
         env = self.get_template_env()
@@ -262,7 +257,7 @@ class QwenBaseOperator(KillableMixin, QwenLineageMixin, BaseOperator):
             if source.endswith(tuple(self.template_ext)):
                 source = env.loader.get_source(env, source)[0] if env.loader else source
             found = []
-            for expression in _expressions(env, source):
+            for expression in expressions(env, source):
                 try:
                     value = env.compile_expression(expression, undefined_to_none=False)(**context)
                 except Exception:  # a loop variable or a macro: not known outside the template
@@ -367,43 +362,6 @@ class QwenBaseOperator(KillableMixin, QwenLineageMixin, BaseOperator):
 
     def run(self, context: Context, calls: Calls) -> Any:
         raise NotImplementedError
-
-
-def _template_leaves(value: Any, path: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], str]]:
-    """Every template string in a (possibly nested) field value, with its path."""
-    if isinstance(value, str):
-        if is_templated(value):
-            yield path, value
-    elif isinstance(value, Mapping):
-        for key, item in value.items():
-            yield from _template_leaves(item, (*path, key))
-    elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            yield from _template_leaves(item, (*path, index))
-
-
-def _at(value: Any, path: Sequence[Any]) -> Any:
-    for part in path:
-        try:
-            value = value[part]
-        except (KeyError, IndexError, TypeError):
-            return _ABSENT
-    return value
-
-
-def _expressions(env: Any, source: str) -> list[str]:
-    """The source text of each ``{{ ... }}`` of a template, in order."""
-    found: list[str] = []
-    current: list[str] | None = None
-    for _, kind, text in env.lex(source):
-        if kind == "variable_begin":
-            current = []
-        elif kind == "variable_end":
-            found.append("".join(current or ()).strip())
-            current = None
-        elif current is not None:
-            current.append(text)
-    return found
 
 
 def qwen_task_ids(dag: Any) -> list[str]:

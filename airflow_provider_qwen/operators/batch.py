@@ -18,7 +18,8 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_qwen.batch.runner import BatchFailedError
 from airflow_provider_qwen.client.pricing import usd_text
-from airflow_provider_qwen.operators.base import PROMPT_TEMPLATE_EXT, QwenBaseOperator
+from airflow_provider_qwen.operators.base import QwenBaseOperator
+from airflow_provider_qwen.operators.templates import PROMPT_TEMPLATE_EXT
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -158,8 +159,8 @@ class QwenBatchOperator(QwenBaseOperator):
         self.fail_on_truncation = fail_on_truncation
         self.max_rate_limit_retries = max_rate_limit_retries
         self.progress_interval = progress_interval
-        from airflow_provider_qwen.operators.base import is_templated
         from airflow_provider_qwen.operators.batch_checks import check_arguments, input_limit
+        from airflow_provider_qwen.operators.templates import is_templated
 
         check_arguments(self)
         self.validate_static_parameters()

@@ -42,7 +42,7 @@ def check_arguments(op: QwenBatchOperator) -> None:
     def is_number(value: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
 
-    from airflow_provider_qwen.operators.base import PROMPT_TEMPLATE_EXT
+    from airflow_provider_qwen.operators.templates import PROMPT_TEMPLATE_EXT
 
     for name in ("prompt", "reduce_prompt"):
         value = getattr(op, name)
@@ -81,7 +81,7 @@ def check_arguments(op: QwenBatchOperator) -> None:
             raise bad(name, "True or False")
     check_files(op, where)
     from airflow_provider_qwen.batch.sources import is_input_value
-    from airflow_provider_qwen.operators.base import is_templated
+    from airflow_provider_qwen.operators.templates import is_templated
 
     if is_input_value(op.items):
         if not is_templated(op.items):
