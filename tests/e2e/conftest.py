@@ -122,6 +122,20 @@ class Deployment:
         stop_processes([self.processes[component]])
         self.processes[component] = _start(component, [component], self.env, self.component_logs)
 
+    def wait_until_the_scheduler_saw_the_park(self, run_id: str) -> None:
+        """An answer to a task awaiting input given before the scheduler drained the parking process's
+        exit makes Airflow 3.3 fail the resumed try ("state changed externally", apache/airflow#72716;
+        it took 6 s on this loaded machine): a person is slower, a test waits for the scheduler's line."""
+        log = self.component_logs / "scheduler.log"
+        deadline = time.monotonic() + 60
+        while not any(
+            "TaskInstance Finished" in line and run_id in line and "state=awaiting_input" in line
+            for line in log.read_text(errors="replace").splitlines()
+        ):
+            assert time.monotonic() < deadline, "the scheduler never saw the task park"
+            time.sleep(0.5)
+        time.sleep(1.0)
+
     def get(self, path: str, **params: Any) -> Any:
         """GET /api/v2<path> as JSON, asserting success."""
         assert self.api is not None

@@ -15,7 +15,6 @@ from tests.e2e.test_deployment import task_instances, xcom
 pytestmark = pytest.mark.e2e
 
 DAG_ID = "qwen_agent_approval"
-HUMAN_DELAY_S = 5.0
 
 
 def _wait_for_approval(deployment: Deployment, run_id: str, timeout: float = 120.0) -> dict[str, Any]:
@@ -62,10 +61,7 @@ def test_a_person_approves_or_rejects_a_tool_call_through_the_rest_api(
     assert "channel" in detail["body"]
     assert _published(deployment) == before  # not run before the decision
     chats_before = _chats(deployment)
-    # A person takes a moment. An answer within about a second of the park races Airflow 3.3
-    # itself: the scheduler then sees the parking process's exit after the task was resumed and
-    # fails it ("state changed externally"), for HITLOperator alike.
-    time.sleep(HUMAN_DELAY_S)
+    deployment.wait_until_the_scheduler_saw_the_park(run_id)
 
     _answer(deployment, run_id, option, reason="" if option == "Approve" else "not this week")
     run = deployment.wait_for_run(DAG_ID, run_id, timeout=120)

@@ -86,21 +86,6 @@ def test_a_triggerer_restarted_mid_call_is_survived_and_both_sends_counted(deplo
     assert Decimal(cost["usd_spent"]) >= sum((c.usd for c in paid), Decimal(0))
 
 
-def _wait_for_the_scheduler_to_see_the_park(deployment: Deployment, run_id: str) -> None:
-    """An answer given before the scheduler drained the parking process's exit makes Airflow 3.3 fail
-    the resumed try ("state changed externally", apache/airflow#72716; it took 6 s on this loaded
-    machine): a person is slower than that, a test waits for the scheduler's own line."""
-    log = deployment.component_logs / "scheduler.log"
-    deadline = time.monotonic() + 60
-    while not any(
-        "TaskInstance Finished" in line and run_id in line and "state=awaiting_input" in line
-        for line in log.read_text(errors="replace").splitlines()
-    ):
-        assert time.monotonic() < deadline, "the scheduler never saw the task park"
-        time.sleep(0.5)
-    time.sleep(1.0)
-
-
 def _review(deployment: Deployment, run_id: str, option: str, **params: str) -> dict[str, Any]:
     path = f"/dags/qwen_review/dagRuns/{run_id}/taskInstances/draft"
     deadline = time.monotonic() + 180
@@ -110,7 +95,7 @@ def _review(deployment: Deployment, run_id: str, option: str, **params: str) -> 
         deployment.check_alive()
         time.sleep(1.0)
     detail = deployment.get(f"{path}/-1/hitlDetails")
-    _wait_for_the_scheduler_to_see_the_park(deployment, run_id)
+    deployment.wait_until_the_scheduler_saw_the_park(run_id)
     assert deployment.api is not None
     response = deployment.api.patch(
         f"/api/v2{path}/-1/hitlDetails", json={"chosen_options": [option], "params_input": params}
