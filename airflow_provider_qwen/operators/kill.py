@@ -108,7 +108,8 @@ class KillableMixin:
                 raise
             raise given.with_traceback(exc.__traceback__) from None  # where the body was stopped
         finally:
-            run.ended = True
+            run.ended = True  # a stop still held is given at the edge, never raised into what follows
+            run.held = False
             self._qwen_run = None
             self._qwen_ran = True
             restore()
@@ -236,7 +237,9 @@ class KillableMixin:
 
     def _deliver(self, run: _Run) -> None:
         """The held stop, raised now if the body's thread is out of what held it (else held on)."""
-        if run.stop is None or threading.get_ident() != run.thread or _busy(sys._getframe(1)) is not None:
+        if run.ended or run.stop is None or threading.get_ident() != run.thread:
+            return
+        if _busy(sys._getframe(1)) is not None:
             return
         run.held = False
         raise run.stop
@@ -255,6 +258,7 @@ class KillableMixin:
 _COMMS = "/airflow/sdk/execution_time/comms.py"
 _IN_PROCESS = ("/airflow/sdk/execution_time/supervisor.py", frozenset({"send", "_handle_request"}))
 _MONEY = "/airflow_provider_qwen/cost/"
+REDELIVERIES = 100
 
 
 def _busy(frame: FrameType | None) -> str | None:
@@ -271,14 +275,17 @@ def _busy(frame: FrameType | None) -> str | None:
 
 
 def _redeliver(run: _Run, signum: int) -> None:
-    """Signal the body's thread again once its stack is out of what held the stop."""
-    while run.held and not run.ended:
+    """Signal the body's thread again once its stack is out of what held the stop (at most
+    ``REDELIVERIES`` times: a handler that does not reach ``on_kill`` leaves the stop to the edge)."""
+    signals = 0
+    while run.held and not run.ended and signals < REDELIVERIES:
         frame = sys._current_frames().get(run.thread)
         clear = frame is not None and _busy(frame) is None
         del frame
         if clear:
             with contextlib.suppress(OSError, ValueError):
                 signal.pthread_kill(run.thread, signum)
+            signals += 1
             time.sleep(0.02)  # the handler raises, or finds the body busy again and holds on
         else:
             time.sleep(0.002)

@@ -318,3 +318,29 @@ def test_a_sigterm_while_an_answer_without_usage_is_priced_counts_it_once(mocker
     with pytest.raises(QwenTaskKilled):
         op.execute(_context(op, ti))
     assert ti.pushed["qwen_cost"]["requests"] == 1
+
+
+def test_a_stop_held_past_the_end_of_the_body_is_not_raised_into_the_cost_publishing(
+    mocker, sigterm, supervisor
+):
+    with_client(mocker, QwenBaseOperator, answer("never"))
+    published: list[str] = []
+
+    class AsksThenReturns(QwenChatOperator):
+        def run(self, context, calls):
+            return ask(supervisor, "first")  # killed while it waits; returns at once after the answer
+
+        def finish_cost(self, context, cost):
+            os.kill(os.getpid(), signal.SIGALRM)  # the timeout passes while the cost is published
+            time.sleep(0.05)
+            super().finish_cost(context, cost)
+            published.append("whole")
+
+    op = AsksThenReturns(task_id="chat", prompt="hi")
+    sigterm(op)
+    ti = BatchTI(task_id="chat")
+    kill_self_after(0.1)
+    with pytest.raises(QwenTaskKilled):
+        timed(op, ti, 30)
+    assert published == ["whole"]
+    assert "qwen_cost" in ti.pushed
