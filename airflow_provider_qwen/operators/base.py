@@ -327,10 +327,11 @@ class QwenBaseOperator(KillableMixin, QwenLineageMixin, BaseOperator):
             with self.killable():
                 return body(context, calls)
         finally:
-            try:
-                self.finish_cost(context, cost)
-            except Exception:  # never let reporting hide the task's own outcome
-                self.log.exception("could not publish the Qwen cost record of this try")
+            with self.unkillable():  # a timeout passing meanwhile waits until the cost is published
+                try:
+                    self.finish_cost(context, cost)
+                except Exception:  # never let reporting hide the task's own outcome
+                    self.log.exception("could not publish the Qwen cost record of this try")
 
     def finish_cost(self, context: Context, cost: TaskCost) -> None:
         """Publish the try's cost: journal (for later tries), XCom, metrics and the task log."""

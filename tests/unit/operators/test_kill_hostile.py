@@ -346,11 +346,6 @@ def test_a_stop_held_past_the_end_of_the_body_is_not_raised_into_the_cost_publis
     assert "qwen_cost" in ti.pushed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="base.py metered: the finally's finish_cost is not yet wrapped in `with self.unkillable():` "
-    "(a timeout that passes while the cost of an unstopped try is published cuts the publishing short)",
-)
 def test_metered_publishes_the_whole_cost_when_the_timeout_passes_meanwhile(mocker):
     with_client(mocker, QwenBaseOperator, answer("ok"))
 
