@@ -5,65 +5,21 @@ the task runner's ``_on_term`` does (``on_kill()`` from the signal handler, whic
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import threading
 import time
-from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from airflow.sdk.exceptions import AirflowTaskTimeout
-from airflow.sdk.execution_time.task_runner import _run_execute_callable
 
 from airflow_provider_qwen.batch.checkpoint import LocalJournal
 from airflow_provider_qwen.operators import QwenAgentOperator, QwenBatchOperator, QwenChatOperator
 from airflow_provider_qwen.operators.base import QwenBaseOperator
 from airflow_provider_qwen.operators.kill import QwenTaskKilled
 from tests.support.batch_fakes import BatchTI, echo, user_text, with_async_client
+from tests.support.kill_helpers import kill_self_after, records, task_context, timed
 from tests.support.operator_fakes import answer, with_client
-
-
-@pytest.fixture(autouse=True)
-def storage(tmp_path, monkeypatch) -> Path:
-    base = tmp_path / "qwen-storage"
-    monkeypatch.setenv("AIRFLOW__QWEN__STORAGE_BASE", f"file://{base}")
-    return base
-
-
-@pytest.fixture
-def sigterm():
-    """``sigterm(op)``: SIGTERM calls ``op.on_kill()`` as the task runner's handler does."""
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def install(op):
-        signal.signal(signal.SIGTERM, lambda signum, frame: op.on_kill())
-
-    yield install
-    signal.signal(signal.SIGTERM, previous)
-
-
-def _context(op, ti):
-    context = {"ti": ti, "task_instance": ti, "params": {}, "run_id": ti.run_id}
-    op.render_template_fields(context)
-    return context
-
-
-def timed(op, ti, seconds: float):
-    """``execute`` as the task runner runs it under ``execution_timeout``."""
-    op.execution_timeout = timedelta(seconds=seconds)
-    return _run_execute_callable(_context(op, ti), op.execute, op)
-
-
-def kill_self_after(seconds: float) -> threading.Timer:
-    timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGTERM))
-    timer.start()
-    return timer
-
-
-def records(storage: Path) -> list[dict]:
-    return [json.loads(line) for p in storage.rglob("journal/*.jsonl") for line in p.read_text().splitlines()]
 
 
 def batch(**kwargs) -> QwenBatchOperator:
@@ -197,7 +153,7 @@ def test_sigterm_in_sync_code_unwinds_and_a_second_sigterm_during_the_cleanup_on
     ti = BatchTI(task_id="chat")
     kill_self_after(0.2)
     with pytest.raises(QwenTaskKilled, match="killed"):
-        op.execute(_context(op, ti))
+        op.execute(task_context(op, ti))
     assert cleaned == ["finished"]
     assert "qwen_cost" in ti.pushed
     op.on_kill()  # after execute: nothing to stop, nothing raised
@@ -221,7 +177,7 @@ def test_sigterm_during_a_checkpoint_write_keeps_the_record_and_the_retry_pays_n
     sigterm(op)
     ti = BatchTI()
     with pytest.raises(QwenTaskKilled):
-        op.execute(_context(op, ti))
+        op.execute(task_context(op, ti))
     kept = sorted(r["index"] for r in records(storage))
     assert len(kept) == len(writes)  # the write under way finished; none is torn
     try_1 = ti.pushed["qwen_cost"]
@@ -233,7 +189,7 @@ def test_sigterm_during_a_checkpoint_write_keeps_the_record_and_the_retry_pays_n
     sent_before = len(client.requests)
     retry = BatchTI(try_number=2)
     op2 = batch(items=[f"doc {i}" for i in range(6)], max_concurrency=6)
-    result = op2.execute(_context(op2, retry))
+    result = op2.execute(task_context(op2, retry))
     assert result == [f"summary of: Summarise: doc {i}" for i in range(6)]
     resent = sorted(int(user_text(r).split()[-1]) for r in client.requests[sent_before:])
     assert resent == sorted(set(range(6)) - set(kept))
@@ -252,7 +208,7 @@ def test_sigterm_as_an_answer_arrives_counts_it_once_and_the_retry_sends_it_agai
     sigterm(op)
     ti = BatchTI()
     with pytest.raises(QwenTaskKilled):
-        op.execute(_context(op, ti))
+        op.execute(task_context(op, ti))
     assert [r["index"] for r in records(storage)] == [0]
     cost = ti.pushed["qwen_cost"]
     assert cost["requests"] == 2  # doc 0 paid; doc 1 once, as possibly paid
@@ -274,7 +230,7 @@ def test_on_kill_outside_execute_and_from_another_thread_raises_nothing(mocker):
 
     op = FromThread(task_id="chat", prompt="hi")
     try:
-        op.execute(_context(op, BatchTI(task_id="chat")))
+        op.execute(task_context(op, BatchTI(task_id="chat")))
     except QwenTaskKilled as exc:
         seen.append(exc)
     assert len(seen) == 1
@@ -325,11 +281,11 @@ def test_sigterm_while_a_large_result_is_stored_still_journals_it(mocker, storag
     sigterm(op)
     ti = BatchTI()
     with pytest.raises(QwenTaskKilled):
-        op.execute(_context(op, ti))
+        op.execute(task_context(op, ti))
     assert stored[0] in {r["index"] for r in records(storage)}  # journaled, not lost
     client.reply = echo
     sent_before = len(client.requests)
     op2 = batch(items=[f"doc {i}" for i in range(6)], max_concurrency=6, output_size_threshold=1)
-    op2.execute(_context(op2, BatchTI(try_number=2)))
+    op2.execute(task_context(op2, BatchTI(try_number=2)))
     resent = {int(user_text(r).split()[-1]) for r in client.requests[sent_before:]}
     assert stored[0] not in resent

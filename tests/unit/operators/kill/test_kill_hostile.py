@@ -9,20 +9,17 @@ then returns); a timeout runs through the task runner's own ``_run_execute_calla
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import os
 import signal
 import socket
 import threading
 import time
-from datetime import timedelta
-from pathlib import Path
 
 import msgspec
 import pytest
 from airflow.sdk.exceptions import AirflowTaskTimeout
 from airflow.sdk.execution_time.comms import CommsDecoder, GetXCom, _RequestFrame, _ResponseFrame
-from airflow.sdk.execution_time.task_runner import _run_execute_callable
 
 from airflow_provider_qwen.batch.checkpoint import LocalJournal
 from airflow_provider_qwen.client.models import ChatCompletion
@@ -33,28 +30,10 @@ from airflow_provider_qwen.operators.base import QwenBaseOperator
 from airflow_provider_qwen.operators.kill import QwenTaskKilled
 from tests.support.batch_fakes import BatchTI, echo, user_text, with_async_client
 from tests.support.client_helpers import bind
+from tests.support.kill_helpers import kill_self_after, records, task_context, timed
 from tests.support.operator_fakes import MODEL, answer, with_client
 
 ANSWER_AFTER = 0.5  # seconds the fake supervisor takes to answer a request
-
-
-@pytest.fixture(autouse=True)
-def storage(tmp_path, monkeypatch) -> Path:
-    base = tmp_path / "qwen-storage"
-    monkeypatch.setenv("AIRFLOW__QWEN__STORAGE_BASE", f"file://{base}")
-    return base
-
-
-@pytest.fixture
-def sigterm():
-    """``sigterm(op)``: SIGTERM calls ``op.on_kill()`` as the task runner's handler does."""
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def install(op):
-        signal.signal(signal.SIGTERM, lambda signum, frame: op.on_kill())
-
-    yield install
-    signal.signal(signal.SIGTERM, previous)
 
 
 @pytest.fixture
@@ -65,46 +44,27 @@ def supervisor():
     decoder = msgspec.msgpack.Decoder(_RequestFrame)
 
     def serve() -> None:
-        while header := theirs.recv(4):
-            size, data = int.from_bytes(header, "big"), b""
-            while len(data) < size:
-                data += theirs.recv(size - len(data))
-            request = decoder.decode(data)
-            time.sleep(ANSWER_AFTER)
-            body = {"type": "XComResult", "key": request.body["key"], "value": request.id}
-            out = msgspec.msgpack.encode(_ResponseFrame(id=request.id, body=body))
-            theirs.sendall(len(out).to_bytes(4, "big") + out)
+        with contextlib.suppress(OSError):  # the task's end closed while an answer was on its way
+            while header := theirs.recv(4):
+                size, data = int.from_bytes(header, "big"), b""
+                while len(data) < size:
+                    data += theirs.recv(size - len(data))
+                request = decoder.decode(data)
+                time.sleep(ANSWER_AFTER)
+                body = {"type": "XComResult", "key": request.body["key"], "value": request.id}
+                out = msgspec.msgpack.encode(_ResponseFrame(id=request.id, body=body))
+                theirs.sendall(len(out).to_bytes(4, "big") + out)
 
-    threading.Thread(target=serve, daemon=True).start()
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
     yield CommsDecoder(socket=ours)
-    ours.close()
+    ours.close()  # the server reads the end of the stream and stops
+    server.join(timeout=5)
     theirs.close()
 
 
 def ask(comms: CommsDecoder, key: str) -> str:
     return comms.send(GetXCom(key=key, dag_id="d", run_id="r", task_id="t")).key
-
-
-def _context(op, ti):
-    context = {"ti": ti, "task_instance": ti, "params": {}, "run_id": ti.run_id}
-    op.render_template_fields(context)
-    return context
-
-
-def timed(op, ti, seconds: float):
-    """``execute`` as the task runner runs it under ``execution_timeout``."""
-    op.execution_timeout = timedelta(seconds=seconds)
-    return _run_execute_callable(_context(op, ti), op.execute, op)
-
-
-def kill_self_after(seconds: float) -> threading.Timer:
-    timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGTERM))
-    timer.start()
-    return timer
-
-
-def records(storage: Path) -> list[dict]:
-    return [json.loads(line) for p in storage.rglob("journal/*.jsonl") for line in p.read_text().splitlines()]
 
 
 def _waits_for(comms: CommsDecoder, got: list[tuple[str, float]]) -> type[QwenChatOperator]:
@@ -132,7 +92,7 @@ def test_a_sigterm_while_the_body_waits_for_the_supervisor_stops_it_once_the_ans
     ti = BatchTI(task_id="chat")
     kill_self_after(0.1)  # while the supervisor's answer is on its way
     with pytest.raises(QwenTaskKilled, match="killed"):
-        op.execute(_context(op, ti))
+        op.execute(task_context(op, ti))
     stopped = time.monotonic()
     assert [key for key, _ in got] == ["first"]  # the request's own answer was read, not left behind
     assert stopped - got[0][1] < 1.0  # and the stop came right after it
@@ -166,7 +126,7 @@ def test_a_sigterm_while_an_answer_is_being_recorded_counts_it_once_exactly(mock
     sigterm(op)
     ti = BatchTI(task_id="chat")
     with pytest.raises(QwenTaskKilled):
-        op.execute(_context(op, ti))
+        op.execute(task_context(op, ti))
     assert len(client.requests) == 1
     cost = ti.pushed["qwen_cost"]
     assert cost["requests"] == 1
@@ -187,7 +147,7 @@ def test_a_sigterm_before_the_body_starts_stops_it_before_any_request(mocker):
     op = KilledDuringSetup(task_id="chat", prompt="hi")
     ti = BatchTI(task_id="chat")
     with pytest.raises(QwenTaskKilled, match="before"):
-        op.execute(_context(op, ti))
+        op.execute(task_context(op, ti))
     assert client.requests == []
     assert ti.pushed["qwen_cost"]["requests"] == 0
 
@@ -195,9 +155,9 @@ def test_a_sigterm_before_the_body_starts_stops_it_before_any_request(mocker):
 def test_on_kill_after_a_body_ended_stops_no_later_body(mocker):
     with_client(mocker, QwenBaseOperator, answer("one"), answer("two"))
     op = QwenChatOperator(task_id="chat", prompt="hi")
-    assert op.execute(_context(op, BatchTI(task_id="chat"))) == "one"
+    assert op.execute(task_context(op, BatchTI(task_id="chat"))) == "one"
     op.on_kill()  # the timeout path calls it once execute has unwound
-    assert op.execute(_context(op, BatchTI(task_id="chat"))) == "two"
+    assert op.execute(task_context(op, BatchTI(task_id="chat"))) == "two"
 
 
 def test_a_timeout_while_the_cost_is_published_waits_until_it_is_pushed(mocker):
@@ -261,7 +221,7 @@ def test_a_second_sigterm_while_the_cancelled_batch_flushes_its_checkpoint_loses
     sigterm(op)
     ti = BatchTI()
     with pytest.raises(QwenTaskKilled):
-        op.execute(_context(op, ti))
+        op.execute(task_context(op, ti))
     assert kills == ["first", "second"]
     assert sorted(r["index"] for r in records(storage)) == [0, 1, 2]  # every answer that came, kept
     cost = ti.pushed["qwen_cost"]
@@ -274,7 +234,7 @@ def test_a_batch_run_from_inside_an_event_loop_is_cancelled_by_a_sigterm(mocker,
     op = batch(items=[f"doc {i}" for i in range(4)], max_concurrency=4)
     sigterm(op)
     ti = BatchTI()
-    context = _context(op, ti)
+    context = task_context(op, ti)
 
     async def caller() -> None:  # execute called where a loop runs: the batch gets a thread of its own
         kill_self_after(0.5)
@@ -316,7 +276,7 @@ def test_a_sigterm_while_an_answer_without_usage_is_priced_counts_it_once(mocker
     sigterm(op)
     ti = BatchTI()
     with pytest.raises(QwenTaskKilled):
-        op.execute(_context(op, ti))
+        op.execute(task_context(op, ti))
     assert ti.pushed["qwen_cost"]["requests"] == 1
 
 
