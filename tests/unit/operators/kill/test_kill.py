@@ -14,37 +14,12 @@ import pytest
 from airflow.sdk.exceptions import AirflowTaskTimeout
 
 from airflow_provider_qwen.batch.checkpoint import LocalJournal
-from airflow_provider_qwen.operators import QwenAgentOperator, QwenBatchOperator, QwenChatOperator
+from airflow_provider_qwen.operators import QwenAgentOperator, QwenChatOperator
 from airflow_provider_qwen.operators.base import QwenBaseOperator
 from airflow_provider_qwen.operators.kill import QwenTaskKilled
 from tests.support.batch_fakes import BatchTI, echo, user_text, with_async_client
-from tests.support.kill_helpers import kill_self_after, records, task_context, timed
+from tests.support.kill_helpers import batch, kill_self_after, records, slow_from, task_context, timed
 from tests.support.operator_fakes import answer, with_client
-
-
-def batch(**kwargs) -> QwenBatchOperator:
-    kwargs.setdefault("task_id", "batch")
-    kwargs.setdefault("prompt", "Summarise: {{ item }}")
-    kwargs.setdefault("progress_interval", 60)
-    kwargs.setdefault("max_completion_tokens", 40)
-    return QwenBatchOperator(**kwargs)
-
-
-def slow_from(first_slow: int, *, block: float | None = None):
-    """Items below ``first_slow`` answer at once; the first slow one blocks the main thread for
-    ``block`` seconds inside its coroutine (where SIGALRM then lands); the others take 5 s."""
-
-    def reply(request):
-        index = int(user_text(request).split()[-1])
-        if index < first_slow:
-            return echo(request)
-        if index == first_slow and block is not None:
-            time.sleep(block)
-            return echo(request)
-        return 5.0, echo(request)
-
-    return reply
-
 
 # -- execution_timeout --------------------------------------------------------------------------
 

@@ -25,12 +25,12 @@ from airflow_provider_qwen.batch.checkpoint import LocalJournal
 from airflow_provider_qwen.client.models import ChatCompletion
 from airflow_provider_qwen.client.pricing import Cost
 from airflow_provider_qwen.cost.ledger import TryLedger
-from airflow_provider_qwen.operators import QwenBatchOperator, QwenChatOperator
+from airflow_provider_qwen.operators import QwenChatOperator
 from airflow_provider_qwen.operators.base import QwenBaseOperator
 from airflow_provider_qwen.operators.kill import QwenTaskKilled
-from tests.support.batch_fakes import BatchTI, echo, user_text, with_async_client
+from tests.support.batch_fakes import BatchTI, with_async_client
 from tests.support.client_helpers import bind
-from tests.support.kill_helpers import kill_self_after, records, task_context, timed
+from tests.support.kill_helpers import batch, kill_self_after, records, slow_from, task_context, timed
 from tests.support.operator_fakes import MODEL, answer, with_client
 
 ANSWER_AFTER = 0.5  # seconds the fake supervisor takes to answer a request
@@ -160,38 +160,7 @@ def test_on_kill_after_a_body_ended_stops_no_later_body(mocker):
     assert op.execute(task_context(op, BatchTI(task_id="chat"))) == "two"
 
 
-def test_a_timeout_while_the_cost_is_published_waits_until_it_is_pushed(mocker):
-    with_client(mocker, QwenBaseOperator, answer("ok"))
-
-    class SlowToPublish(QwenChatOperator):
-        def finish_cost(self, context, cost):
-            with self.unkillable():  # what metered's finally does (operators/kill.py)
-                time.sleep(0.4)  # the timeout passes here
-                super().finish_cost(context, cost)
-
-    ti = BatchTI(task_id="chat")
-    with pytest.raises(AirflowTaskTimeout):
-        timed(SlowToPublish(task_id="chat", prompt="hi"), ti, 0.2)
-    assert ti.pushed["qwen_cost"]["requests"] == 1  # published whole, then the try timed out
-
-
 # -- the batch --------------------------------------------------------------------------------
-
-
-def slow_from(first_slow: int):
-    def reply(request):
-        index = int(user_text(request).split()[-1])
-        return echo(request) if index < first_slow else (5.0, echo(request))
-
-    return reply
-
-
-def batch(**kwargs) -> QwenBatchOperator:
-    kwargs.setdefault("task_id", "batch")
-    kwargs.setdefault("prompt", "Summarise: {{ item }}")
-    kwargs.setdefault("progress_interval", 60)
-    kwargs.setdefault("max_completion_tokens", 40)
-    return QwenBatchOperator(**kwargs)
 
 
 def test_a_second_sigterm_while_the_cancelled_batch_flushes_its_checkpoint_loses_no_record(
