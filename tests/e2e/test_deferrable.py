@@ -48,8 +48,10 @@ def test_fifty_deferred_calls_wait_in_the_triggerer_holding_no_worker_slot(
     assert len(chats) == 50
     spans = sorted((r.time, r.time + 2.0) for r in chats)
     peak = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
+    sent_over = spans[-1][0] - spans[0][0]  # the pace at which the worker starts the 50 tasks
     print(
-        f"\n50 deferred calls at 2 s: run {elapsed:.1f} s, peak {peak} in flight (parallelism {PARALLELISM})"
+        f"\n50 deferred calls at 2 s: run {elapsed:.1f} s, sent over {sent_over:.1f} s, "
+        f"peak {peak} in flight (parallelism {PARALLELISM})"
     )
     assert peak > PARALLELISM  # held worker slots would cap this at the parallelism
     for index in (0, 17, 49):
