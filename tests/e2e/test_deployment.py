@@ -16,21 +16,11 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import API_KEY, EXAMPLE_TAG, Deployment
+from tests.support.cost_fakes import COST_FIELDS as QWEN_COST_FIELDS
 
 pytestmark = pytest.mark.e2e
 
-COST_FIELDS = {
-    "model",
-    "requests",
-    "prompt_tokens",
-    "completion_tokens",
-    "reasoning_tokens",
-    "total_tokens",
-    "credits_used",
-    "usd_spent",
-    "estimated",
-    "try_number",
-}
+COST_FIELDS = set(QWEN_COST_FIELDS)  # every qwen_cost has them
 KEY_FRAGMENTS = (API_KEY, API_KEY[-11:], API_KEY[:10])  # also no partially masked key
 SCHEDULE_WAIT = 90.0
 EXAMPLE_DAGS = {
