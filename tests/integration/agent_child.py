@@ -14,27 +14,13 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from airflow.sdk import DAG
 
 from airflow_provider_qwen.operators import QwenAgentOperator
+from tests.support.batch_fakes import BatchTI
 
 PROMPT = "Use step_one, then step_two, then step_three, and report what they said."
-
-
-class ChildTI:
-    dag_id, run_id, task_id, map_index = "agent_kill", "manual__1", "agent", -1
-
-    def __init__(self, try_number: int) -> None:
-        self.try_number = try_number
-        self.pushed: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.pushed[key] = value
-
-    def xcom_pull(self, *args: Any, **kwargs: Any) -> Any:
-        return None
 
 
 def main(try_number: int, tools_log: Path) -> None:
@@ -69,7 +55,7 @@ def main(try_number: int, tools_log: Path) -> None:
             parallel_tool_calls=False,
             max_completion_tokens=300,
         )
-    ti = ChildTI(try_number)
+    ti = BatchTI(try_number, dag_id="agent_kill", task_id="agent")
     context = {"ti": ti, "task_instance": ti, "params": {}, "run_id": ti.run_id, "dag": dag}
     op.render_template_fields(context)
     result = op.execute(context)

@@ -14,26 +14,12 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 import psutil
 from airflow.sdk import DAG
 
 from airflow_provider_qwen.operators import QwenBatchOperator
-
-
-class ChildTI:
-    dag_id, run_id, task_id, map_index = "kill_child", "manual__1", "task", -1
-
-    def __init__(self, try_number: int) -> None:
-        self.try_number = try_number
-        self.pushed: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.pushed[key] = value
-
-    def xcom_pull(self, *args: Any, **kwargs: Any) -> Any:
-        return None
+from tests.support.batch_fakes import BatchTI
 
 
 def batch() -> QwenBatchOperator:
@@ -49,7 +35,7 @@ def batch() -> QwenBatchOperator:
 def main(kind: str, try_number: int, work: Path) -> None:
     with DAG("kill_child", schedule=None) as dag:
         op = {"batch": batch}[kind]()
-    ti = ChildTI(try_number)
+    ti = BatchTI(try_number, dag_id="kill_child", task_id="task")
     context = {"ti": ti, "task_instance": ti, "params": {}, "run_id": ti.run_id, "dag": dag}
     signal.signal(signal.SIGTERM, lambda signum, frame: op.on_kill())  # as the task runner's _on_term
     op.render_template_fields(context)
