@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -34,13 +33,13 @@ from airflow_provider_qwen.client.models import CallInfo, ChatCompletion
 from airflow_provider_qwen.client.pricing import Cost, PriceTable, default_prices
 from airflow_provider_qwen.client.request import ChatRequest, StreamOptions, build_request
 from airflow_provider_qwen.client.retry import RetryPolicy, server_delay
-from airflow_provider_qwen.client.scrub import Scrubber, strip_userinfo
+from airflow_provider_qwen.client.scrub import ID_SHAPE, Scrubber, server_id, strip_userinfo
 from airflow_provider_qwen.client.window import check_window, may_pass_window
 
 log = logging.getLogger("airflow_provider_qwen.client")
 
 CONNECT_TIMEOUT = 5.0
-CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+CLIENT_REQUEST_ID = ID_SHAPE
 USER_AGENT = f"airflow-provider-qwen/{_version}"
 
 # Failures after the whole request went out: the server may have generated (and charged) the answer.
@@ -188,7 +187,7 @@ class BaseClient:
         cost = completion.reported_cost or Cost.from_headers(headers) or self._estimate(request, completion)
         completion.call = CallInfo(
             requested_model=request.model,
-            inference_id=headers.get("x-inference-id"),
+            inference_id=server_id(headers.get("x-inference-id"), self._scrub),
             client_request_id=rid,
             cost=cost,
             unconfirmed_tries=unconfirmed_tries,
@@ -224,7 +223,7 @@ class BaseClient:
         return InvalidResponseError(
             self._redact(f"{what}: {text!r}"),
             status_code=response.status_code,
-            inference_id=response.headers.get("x-inference-id"),
+            inference_id=server_id(response.headers.get("x-inference-id"), self._scrub),
             client_request_id=rid,
             # it was paid: what its headers reported
             charge=Charge(reported=Cost.from_headers(response.headers), unconfirmed_tries=unconfirmed_tries),
@@ -235,7 +234,7 @@ class BaseClient:
             response.status_code,
             response.content,
             reason=response.reason_phrase,
-            inference_id=response.headers.get("x-inference-id"),
+            inference_id=server_id(response.headers.get("x-inference-id"), self._scrub),
             client_request_id=rid,
             retry_after=server_delay(response.headers),
             redact=self._scrub,

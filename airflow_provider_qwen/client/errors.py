@@ -263,7 +263,8 @@ def error_for_status(
 
 
 def error_to_dict(error: QwenError) -> dict[str, Any]:
-    """A QwenError as JSON-safe data (a trigger event): class, message, ids, charge; not its body."""
+    """A QwenError as JSON-safe data (a trigger event): class, message, ids, charge, and of its body
+    only the error's ``code`` and ``type`` (what a retry decision reads; a body may be large)."""
     data: dict[str, Any] = {
         "type": type(error).__name__,
         "message": error.message,
@@ -273,7 +274,10 @@ def error_to_dict(error: QwenError) -> dict[str, Any]:
         "charge": error.charge.to_dict(),
     }
     if isinstance(error, APIStatusError):
-        data["retry_after"] = error.retry_after
+        after = error.retry_after  # JSON has no infinity: an unbounded delay travels as "inf"
+        data["retry_after"] = "inf" if isinstance(after, float) and math.isinf(after) else after
+        if codes := _error_codes(error.body):
+            data["body"] = {"error": codes}
     if isinstance(error, StructuredOutputError):
         data["errors"] = list(error.errors)
     return data
@@ -291,6 +295,9 @@ def error_from_dict(data: Mapping[str, Any]) -> QwenError:
     }
     message = str(data.get("message") or "the call failed")
     if issubclass(cls, APIStatusError):
+        body = data.get("body")
+        codes = _error_codes(body)
+        kwargs["body"] = {"error": codes} if codes else None
         return cls(message, retry_after=_delay_or_none(data.get("retry_after")), **kwargs)
     if cls is StructuredOutputError:
         errors = data.get("errors")
@@ -300,10 +307,20 @@ def error_from_dict(data: Mapping[str, Any]) -> QwenError:
     return cls(message, **kwargs)
 
 
+def _error_codes(body: Any) -> dict[str, str]:
+    """The ``code`` and ``type`` strings of an OpenAI-shaped error body (each at most 200 characters)."""
+    err = body.get("error") if isinstance(body, Mapping) else None
+    if not isinstance(err, Mapping):
+        return {}
+    return {k: err[k] for k in ("code", "type") if isinstance(err.get(k), str) and len(err[k]) <= 200}
+
+
 def _delay_or_none(value: Any) -> float | None:
+    if value == "inf":
+        return math.inf
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value) if math.isfinite(value) and value >= 0 else None
+    return float(value) if not math.isnan(value) and value >= 0 else None
 
 
 def _text_or_none(value: Any) -> str | None:

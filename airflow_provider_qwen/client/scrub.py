@@ -43,6 +43,7 @@ _AUTH_HEADER = re.compile(
     r"(?i)(\b(?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?(?:(?:bearer|basic|digest|token)\s+)?)"
     r"[^\s\"',;<>\\)]+"
 )
+ID_SHAPE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")  # an id: a uuid, chatcmpl-..., a request id
 _BEARER = re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9._~+/=-]{16,}")
 # the proxy variables httpx and the aiohttp transport read (read directly: getproxies() walks the
 # whole environment, ~0.2 ms)
@@ -290,6 +291,14 @@ def _grams(forms: frozenset[str]) -> tuple[frozenset[str], frozenset[str]]:
     grams = {form[i : i + FRAGMENT] for form in long_forms for i in range(len(form) - FRAGMENT + 1)}
     quarters = {form[i : i + QUARTER] for form in long_forms for i in range(len(form) - QUARTER + 1)}
     return frozenset(grams), frozenset(quarters)
+
+
+def server_id(value: Any, scrub: TextScrub = scrub_generic) -> str | None:
+    """An id the server sent (``x-inference-id``), if it looks like one and holds no secret; else
+    None: an echoed key in that header would reach every record the id goes to."""
+    if not isinstance(value, str) or not ID_SHAPE.match(value):
+        return None
+    return value if scrub(value) == value else None
 
 
 def scrub_value(value: Any, scrub: TextScrub) -> Any:

@@ -27,7 +27,7 @@ from airflow_provider_qwen.client.errors import (
 )
 from airflow_provider_qwen.client.models import ChatCompletion, ChatCompletionChunk
 from airflow_provider_qwen.client.pricing import Cost
-from airflow_provider_qwen.client.scrub import scrub_generic, stand_in
+from airflow_provider_qwen.client.scrub import scrub_generic, server_id, stand_in
 
 DONE = "[DONE]"
 
@@ -56,7 +56,9 @@ class _StreamState:
 
     @property
     def inference_id(self) -> str | None:
-        return self.response.headers.get("x-inference-id") if self.response is not None else None
+        if self.response is None:
+            return None
+        return server_id(self.response.headers.get("x-inference-id"), self._redact)
 
     @property
     def completion(self) -> ChatCompletion:

@@ -31,7 +31,6 @@ INFERENCE_IDS_IN_FACET = 100  # a 100,000-item batch names its first ids and cou
 FACET_NAME = "qwen"
 SCHEMA_URL = f"{SOURCE_URL}/blob/main/docs/lineage.md#the-qwen-run-facet"
 PRODUCER = f"{SOURCE_URL}/tree/{__version__}"
-_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")  # what an inference id looks like (uuid, chatcmpl-...)
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 log = logging.getLogger(__name__)
@@ -42,6 +41,7 @@ class QwenLineageMixin:
 
     qwen_cost_record: Any = None
     qwen_inference_ids: list[str] = []
+    qwen_ids_not_kept = 0  # requests made before a pause, in another process: their ids are gone
 
     def get_openlineage_facets_on_start(self) -> Any:
         """The batch's files as soon as the fields are rendered (no figures yet)."""
@@ -70,7 +70,8 @@ class QwenLineageMixin:
         ids = list(self.qwen_inference_ids or [])
         if record is None:  # failed before it was metered: no model call was made
             return unmetered_facet(_text(getattr(self, "model", None)), _int(task_instance, "try_number"))
-        return qwen_run_facet(record, ids, scrub=_scrubber(self) if ids else None)
+        not_kept = self.qwen_ids_not_kept
+        return qwen_run_facet(record, ids, not_kept=not_kept, scrub=_scrubber(self) if ids else None)
 
 
 def _safely(build: Any, fallback: Any, what: str) -> Any:
@@ -166,20 +167,21 @@ def _folder(path: str) -> str:
 # -- the run facet ------------------------------------------------------------------------------
 
 
-def qwen_run_facet(record: Any, inference_ids: list[str], *, scrub: Any = None) -> Any:
+def qwen_run_facet(record: Any, inference_ids: list[str], *, not_kept: int = 0, scrub: Any = None) -> Any:
     """The ``qwen`` facet of this try, from the task's ``qwen_cost`` record (its last try is this one).
 
     ``inference_ids`` are this try's first ids as the ledger kept them (at most 1,000): the first
     ``INFERENCE_IDS_IN_FACET`` that look like ids and hold no secret (``scrub`` cuts the key) are
-    listed; ``inferenceIdsNotListed`` counts the others, and past the ledger's 1,000 the rest of the
-    try's requests (an estimate from there on: a failed request has an id but is not a paid request).
+    listed; ``inferenceIdsNotListed`` counts the others, the ``not_kept`` requests made before a
+    pause (in another process), and past the ledger's 1,000 the rest of the try's requests (an
+    estimate from there on: a failed request has an id but is not a paid request).
     """
     from airflow_provider_qwen.cost.ledger import INFERENCE_IDS_KEPT
 
     this_try = record.each_try()[-1]
     fields = this_try.totals.fields()
     listed = [i for i in inference_ids if _is_id(i, scrub)][:INFERENCE_IDS_IN_FACET]
-    known = len(inference_ids)
+    known = len(inference_ids) + max(not_kept, 0)
     if known >= INFERENCE_IDS_KEPT:
         known = max(known, int(fields["requests"]))
     number = this_try.try_number if this_try.try_number is not None else record.try_number
@@ -229,9 +231,9 @@ def unmetered_facet(model: str | None, try_number: int | None) -> Any:
 
 
 def _is_id(value: Any, scrub: Any) -> bool:
-    if not isinstance(value, str) or not _ID.match(value):
-        return False
-    return scrub is None or scrub(value) == value
+    from airflow_provider_qwen.client.scrub import scrub_generic, server_id
+
+    return server_id(value, scrub or scrub_generic) is not None
 
 
 @cache
