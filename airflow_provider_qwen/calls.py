@@ -238,6 +238,7 @@ class Calls:
         from airflow_provider_qwen.client.errors import error_from_dict
         from airflow_provider_qwen.client.models import CallInfo, ChatCompletion
 
+        ledger = self.cost.ledger
         resent = _count(event.get("resent"))
         status = event.get("status")
         # What the budget would have held for the call in the worker (nothing without a budget): the
@@ -256,18 +257,24 @@ class Calls:
             info = completion.call or CallInfo(  # unbound: what the body reports, else estimated
                 requested_model=call.model, client_request_id=call.client_request_id, cost=completion.cost
             )
-            completion.call = replace(info, unconfirmed_tries=info.unconfirmed_tries + resent)
-            settle(reserved, self.cost.ledger.add(completion, request))
+            tries = info.unconfirmed_tries + resent
+            completion.call = replace(info, client_request_id=call.client_request_id, unconfirmed_tries=tries)
+            recorded = ledger.settle(call.client_request_id, lambda: ledger.add(completion, request))
+            settle(reserved, recorded)
             return self.check(completion, fail_on_truncation=fail_on_truncation)
         if error is not None:
+            error.client_request_id = call.client_request_id
             error.charge = replace(error.charge, unconfirmed_tries=error.charge.unconfirmed_tries + resent)
-            settle(reserved, self.cost.ledger.add_error(error, request))
+            recorded = ledger.settle(call.client_request_id, lambda: ledger.add_error(error, request))
+            settle(reserved, recorded)
             raise error
         # it may have been sent, by this run of the trigger (unless it says it failed before sending)
         # and the earlier ones: one estimate of the call
         tries = (0 if status == "failed" and event.get("sent") is False else 1) + resent
-        if tries:
-            self.cost.ledger.add_interrupted(request, call.client_request_id, tries=tries)
+        ledger.settle(
+            call.client_request_id,
+            lambda: ledger.add_interrupted(request, call.client_request_id, tries=tries) if tries else None,
+        )
         message = unreadable or "the deferred call failed in the triggerer: " + str(
             event.get("message") or f"an event the operator does not know: status={status!r}"
         )

@@ -9,8 +9,9 @@ figure can later be replaced by the service's own (``cost/reconcile.py``, by ``c
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_qwen.client.errors import QwenError
 from airflow_provider_qwen.client.estimate import answer_usage, billable_usage, unsent_answer_usage, usage_of
@@ -35,6 +36,7 @@ class TryLedger:
         self.by_model: dict[str, CostTotals] = {}
         self.inference_ids: list[str] = []  # the first INFERENCE_IDS_KEPT answers' ids (lineage, logs)
         self.in_flight: list[Estimate] = []  # calls held in flight over the pause carried (see carry)
+        self.carried_requests = 0  # requests made before a pause, elsewhere: their ids are not kept
         self._lock = threading.Lock()
 
     @property
@@ -78,6 +80,7 @@ class TryLedger:
         with self._lock:
             self.total.merge(carried)
             self.in_flight.extend(e for e in totals.estimates if e.kind == IN_FLIGHT)
+            self.carried_requests += carried.requests
 
     def hold_in_flight(self, client_request_id: str, model: str, worst_usd: Decimal) -> None:
         """A call sent elsewhere (a deferred one, in the triggerer) and not answered yet: its worst
@@ -87,6 +90,25 @@ class TryLedger:
         )
         with self._lock:
             self.total.estimates.append(estimate)
+
+    def settle(self, client_request_id: str, record: Callable[[], Any]) -> Any:
+        """Record what a call held in flight over the pause cost (``record``), then drop its hold:
+        one step for a stop (none is raised while this module runs), so the call is never both
+        counted and still held, nor neither."""
+        try:
+            return record()
+        finally:
+            with self._lock:
+                self.in_flight = [e for e in self.in_flight if e.client_request_id != client_request_id]
+
+    def abandon_in_flight(self) -> list[Estimate]:
+        """Count every call still held in flight over the pause as abandoned (its answer or error was
+        never recorded: its trigger gave none, or the try stopped first); returns what was held."""
+        with self._lock:
+            held, self.in_flight = self.in_flight, []
+        for estimate in held:
+            self.add_abandoned(estimate)
+        return held
 
     def add_abandoned(self, held: Estimate) -> Estimate | None:
         """A call held in flight over a pause whose answer never came (its trigger timed out or

@@ -12,7 +12,7 @@ from decimal import Decimal
 from functools import cached_property
 
 from airflow_provider_qwen.client.errors import BudgetExceededError
-from airflow_provider_qwen.client.pricing import PriceTable
+from airflow_provider_qwen.client.pricing import PriceTable, usd_text
 from airflow_provider_qwen.cost.budget import Budget, RefusalFactory
 from airflow_provider_qwen.cost.journal import CostJournal, JournalError
 from airflow_provider_qwen.cost.ledger import TryLedger
@@ -115,9 +115,9 @@ class TaskCost:
         try:
             before = [r for r in self.journal.read() if r.try_number == self.try_number]
         except JournalError as exc:
-            if self.budget.limited:
-                raise self._refusal(f"{exc}: the budget cannot count this try; {JOURNAL_FIX}") from None
-            log.warning("%s: what this try spent before its pause is not counted in qwen_cost", exc)
+            # Not refused under a budget: what the pause paid for is still to be counted (from what
+            # the pause carried); a further request is refused where the budget reads the journal.
+            log.warning("%s: what this try spent before its pause is counted from what it carried", exc)
             return
         for record in before:
             self.ledger.carry(record.totals)
@@ -148,6 +148,13 @@ class TaskCost:
     def finish(self) -> CostRecord:
         """Journal this try, settle its run claim, return the task's record (failures are logged:
         the try is over; a retry then counts this try at its last claim)."""
+        for held in self.ledger.abandon_in_flight():  # a resumed try stopped before recording it
+            log.warning(
+                "deferred call %s: its answer was not recorded in this try; counted as one possibly "
+                "paid try at its worst case, %s USD, until reconciled",
+                held.client_request_id,
+                usd_text(held.unsettled_usd),
+            )
         record = self.record()
         try:
             self.journal.write(self.try_record())

@@ -341,6 +341,7 @@ class QwenBaseOperator(KillableMixin, QwenLineageMixin, BaseOperator):
         record = cost.finish()  # journals this try; the record covers every try so far
         self.qwen_cost_record = record  # for the OpenLineage facets, read after execute
         self.qwen_inference_ids = list(cost.ledger.inference_ids)
+        self.qwen_ids_not_kept = cost.ledger.carried_requests
         if self.do_xcom_push:
             context["ti"].xcom_push(key=COST_XCOM_KEY, value=record.to_xcom())
         emit_cost_metrics(cost.ledger.by_model, dag_id=self.dag_id, task_id=self.task_id)

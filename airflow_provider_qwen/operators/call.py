@@ -12,6 +12,7 @@ from the trigger's event when it resumes (``Calls.start_deferred`` / ``finish_de
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -117,7 +118,12 @@ class QwenCallOperator(ReviewMixin, QwenBaseOperator):
                     "the cost journal did not give back what this try spent before the pause; "
                     "counted from the trigger's event instead"
                 )
-            return self._resume_turn(ctx, calls, event, deferred, state)
+            try:
+                return self._resume_turn(ctx, calls, event, deferred, state)
+            except BaseException as exc:
+                if not isinstance(exc, Exception):  # stopped (a kill, a timeout), maybe before the
+                    _record_if_held(calls, deferred, event)  # event was recorded: it is now, exactly
+                raise
 
         return self.metered(context, resume_turn, resumed=True)
 
@@ -137,14 +143,13 @@ class QwenCallOperator(ReviewMixin, QwenBaseOperator):
     def _abandon_in_flight(self, context: Context, calls: Calls) -> None:
         from airflow_provider_qwen.client.pricing import usd_text
 
-        for held in list(calls.cost.ledger.in_flight):
+        for held in calls.cost.ledger.abandon_in_flight():
             self.log.warning(
                 "deferred call %s got no answer from the triggerer (its trigger timed out or failed); "
                 "counted as one possibly paid try at its worst case, %s USD, until reconciled",
                 held.client_request_id,
                 usd_text(held.unsettled_usd),
             )
-            calls.cost.ledger.add_abandoned(held)
 
     def _resume_turn(
         self, context: Context, calls: Calls, event: Mapping[str, Any], call: DeferredCall, state: State
@@ -222,6 +227,14 @@ def _sends_marker(context: Context, client_request_id: str, log: Any) -> tuple[s
             exc,
         )
         return None, None
+
+
+def _record_if_held(calls: Calls, call: DeferredCall, event: Mapping[str, Any]) -> None:
+    """Record the triggerer's event for ``call`` unless it was already (else the try's end counts the
+    call at its worst case held, as one possibly paid try)."""
+    if any(e.client_request_id == call.client_request_id for e in calls.cost.ledger.in_flight):
+        with contextlib.suppress(Exception):  # the call's own error: recorded, the stop goes on
+            calls.finish_deferred(call, event, None)
 
 
 def _forget_sends(context: Context, client_request_id: str) -> None:

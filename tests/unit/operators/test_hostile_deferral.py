@@ -5,8 +5,6 @@ through Airflow's serde), and a fresh copy of the operator, rendered again, resu
 
 from __future__ import annotations
 
-import asyncio
-import copy
 import json
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -19,109 +17,25 @@ from airflow.sdk.serde import deserialize, serialize
 from airflow_provider_qwen.client.errors import QwenError
 from airflow_provider_qwen.client.pricing import Cost
 from airflow_provider_qwen.operators import QwenChatOperator
+from tests.support import deferral_fakes
 from tests.support.client_helpers import bind
-from tests.support.cost_fakes import FakeStateStore
+from tests.support.deferral_fakes import PausedTask, TriggerClient, TriggerHook, fire
 from tests.support.operator_fakes import (
     MODEL,
-    AsyncFakeClient,
     FakeClient,
-    FakeHook,
-    FakeTI,
     answer,
     with_client,
 )
 
-
-class _TI(FakeTI):
-    """A task instance with the ids the storage folder (the send markers) is keyed by."""
-
-    id = "0190aaaa-0000-7000-8000-000000000000"
-    dag_id, run_id, task_id, map_index = "dag", "manual__1", "chat", -1
+pytestmark = pytest.mark.usefixtures("deferral_storage")
+deferral_storage = deferral_fakes.deferral_storage
 
 
-class _AsyncClient(AsyncFakeClient):
-    @staticmethod
-    def _redact(text: str) -> str:
-        return text
-
-
-class _TriggerHook(FakeHook):
-    """What the trigger's ``QwenHook(qwen_conn_id=...)`` becomes: the scripted client, async."""
-
-    @asynccontextmanager
-    async def async_client(self, **_: Any):
-        yield _AsyncClient(self.client)
-
-
-@pytest.fixture(autouse=True)
-def _storage(tmp_path, monkeypatch):
-    monkeypatch.setenv("AIRFLOW__QWEN__STORAGE_BASE", str(tmp_path))
-    monkeypatch.setenv("AIRFLOW__QWEN__RESUME_GUARD_SECONDS", "0")
-
-
-class Task:
-    """One task instance of ``operator`` across its pauses: the journal (task state store) is shared,
-    each resume runs on a fresh copy of the operator as written, rendered again."""
-
-    def __init__(self, operator: Any, params: dict[str, Any] | None = None) -> None:
-        self.written = copy.deepcopy(operator)
-        self.store = FakeStateStore()
-        self.params = params or {}
-        self.ti = _TI()
-
-    def context(self) -> dict[str, Any]:
-        self.ti = _TI()
-        return {
-            "ti": self.ti,
-            "task_instance": self.ti,
-            "params": dict(self.params),
-            "run_id": "manual__1",
-            "task_state_store": self.store,
-        }
-
-    def _fresh(self, context: dict[str, Any]) -> Any:
-        operator = copy.deepcopy(self.written)
-        operator.render_template_fields(context)
-        return operator
-
-    def defer(self) -> TaskDeferred:
-        context = self.context()
-        with pytest.raises(TaskDeferred) as deferred:
-            self._fresh(context).execute(context)
-        return deferred.value
-
-    def resume(self, event: dict[str, Any], method: str = "execute_complete", **kwargs: Any) -> Any:
-        context = self.context()
-        event = deserialize(serialize(event))
-        return getattr(self._fresh(context), method)(context, event, **kwargs)
-
-    @property
-    def cost(self) -> dict[str, Any]:
-        return self.ti.pushed["qwen_cost"]
-
-
-def fire(trigger: Any, mocker: Any, client: FakeClient, hook: Any = None) -> dict[str, Any]:
-    """Run the trigger as the triggerer would (kwargs through serde), return its event's payload."""
-    mocker.patch(
-        "airflow_provider_qwen.hooks.qwen.QwenHook",
-        return_value=hook if hook is not None else _TriggerHook(client),
-    )
-    _path, kwargs = trigger.serialize()
-    again = type(trigger)(**deserialize(serialize(kwargs)))
-
-    async def first() -> Any:
-        async for event in again.run():
-            return event
-        return None
-
-    return deserialize(serialize(asyncio.run(first()).payload))
-
-
-def _chat(mocker: Any, *replies: Any, **params: Any) -> tuple[Task, FakeClient]:
+def _chat(mocker: Any, *replies: Any, **params: Any) -> tuple[PausedTask, FakeClient]:
     client = with_client(mocker, QwenChatOperator, *replies)
     params.setdefault("max_completion_tokens", 1000)
     op = QwenChatOperator(task_id="chat", prompt="hi", deferrable=True, **params)
-    return Task(op), client
+    return PausedTask(op), client
 
 
 def _no_usage_answer(text: str = "the answer") -> Any:
@@ -141,9 +55,9 @@ def test_an_estimated_answer_leaves_the_same_unsettled_as_in_the_worker(mocker, 
     estimated answer; deferred, the call's worst case was kept unsettled after the resume."""
     params = {"max_cost_usd": budget} if budget else {}
     worker_client = with_client(mocker, QwenChatOperator, _no_usage_answer())
-    worker = Task(QwenChatOperator(task_id="chat", prompt="hi", max_completion_tokens=1000, **params))
+    worker = PausedTask(QwenChatOperator(task_id="chat", prompt="hi", max_completion_tokens=1000, **params))
     context = worker.context()
-    assert worker._fresh(context).execute(context) == "the answer"
+    assert worker.fresh(context).execute(context) == "the answer"
     assert worker_client.requests
     expected = worker.cost
 
@@ -268,7 +182,7 @@ def test_a_prompt_that_renders_differently_on_resume_keeps_the_paid_answer(mocke
     op = QwenChatOperator(
         task_id="chat", prompt="{{ params.topic }}", deferrable=True, max_completion_tokens=50
     )
-    task = Task(op, params={"topic": "tides"})
+    task = PausedTask(op, params={"topic": "tides"})
     deferred = task.defer()
     event = fire(deferred.trigger, mocker, client)
     assert client.requests[0].messages[0].content == "tides"
@@ -289,7 +203,7 @@ def test_a_tool_call_state_that_cannot_be_read_still_records_the_call(mocker):
         mocker, QwenToolCallOperator, answer(None, tool_calls=[("c1", "Ticket", {"title": "fire"})])
     )
     op = QwenToolCallOperator(task_id="chat", prompt="hi", output_model=Ticket, deferrable=True)
-    task = Task(op)
+    task = PausedTask(op)
     deferred = task.defer()
     event = fire(deferred.trigger, mocker, client)
     event["resume"]["state"] = {"turn": "x"}
@@ -301,7 +215,7 @@ def test_a_tool_call_state_that_cannot_be_read_still_records_the_call(mocker):
 # -- the triggerer's own failures ---------------------------------------------------------------
 
 
-class _UnreadableConnectionHook(_TriggerHook):
+class _UnreadableConnectionHook(TriggerHook):
     """The triggerer cannot read the connection (another secrets backend, a missing variable)."""
 
     @asynccontextmanager
@@ -310,10 +224,10 @@ class _UnreadableConnectionHook(_TriggerHook):
         yield  # pragma: no cover
 
 
-class _ClosingFailsHook(_TriggerHook):
+class _ClosingFailsHook(TriggerHook):
     @asynccontextmanager
     async def async_client(self, **_: Any):
-        yield _AsyncClient(self.client)
+        yield TriggerClient(self.client)
         raise OSError("closing the pool failed")
 
 
@@ -395,7 +309,7 @@ def _reviewed(mocker, operator_cls=QwenChatOperator, reply=None, **params):
 
     client = with_client(mocker, operator_cls, reply or answer("the draft"))
     params.setdefault("prompt", "hi")
-    task = Task(operator_cls(task_id="chat", deferrable=True, require_approval=True, **params))
+    task = PausedTask(operator_cls(task_id="chat", deferrable=True, require_approval=True, **params))
     deferred = task.defer()
     upsert = mocker.patch("airflow.sdk.execution_time.hitl.upsert_hitl_detail")
     with pytest.raises(TaskAwaitingInput) as parked:
@@ -474,7 +388,7 @@ def test_a_call_whose_trigger_timed_out_counts_as_a_possibly_paid_try(mocker, bu
         TriggerFailureReason.TRIGGER_TIMEOUT if reason == "timeout" else TriggerFailureReason.TRIGGER_FAILURE
     )
     context = task.context()
-    operator = task._fresh(context)
+    operator = task.fresh(context)
     expected = TaskDeferralTimeout if reason == "timeout" else TaskDeferralError
     with pytest.raises(expected):
         operator.resume_execution(TRIGGER_FAIL_REPR, {"error": error, "traceback": ["boom"]}, context)
@@ -533,7 +447,7 @@ def test_repairs_over_pauses_are_all_counted_when_the_journal_cannot_be_written(
         answer(None, tool_calls=[("c2", "Ticket", {"title": "fire", "priority": "high"})]),
         answer(None, tool_calls=[("c3", "Ticket", {"title": "fire", "priority": 1})]),
     )
-    task = Task(QwenToolCallOperator(task_id="chat", prompt="hi", output_model=Ticket, deferrable=True))
+    task = PausedTask(QwenToolCallOperator(task_id="chat", prompt="hi", output_model=Ticket, deferrable=True))
     task.store = None  # no task state store (Airflow < 3.3)
     original = task.context
 
@@ -565,7 +479,7 @@ def test_a_reviewed_answer_is_counted_when_the_journal_cannot_be_written(
     monkeypatch.setenv("AIRFLOW__QWEN__STORAGE_BASE", str(blocker / "qwen"))
     client = with_client(mocker, QwenChatOperator, answer("the draft"))
     op = QwenChatOperator(task_id="chat", prompt="hi", deferrable=deferrable, require_approval=True)
-    task = Task(op)
+    task = PausedTask(op)
     original = task.context
 
     def without_store() -> dict[str, Any]:
@@ -582,7 +496,7 @@ def test_a_reviewed_answer_is_counted_when_the_journal_cannot_be_written(
     else:
         context = task.context()
         with pytest.raises(TaskAwaitingInput) as parked:
-            task._fresh(context).execute(context)
+            task.fresh(context).execute(context)
     approve = {"chosen_options": ["Approve"], "params_input": {}, "responded_by_user": {"name": "ana"}}
     assert _answer_review(task, parked.value, approve) == "the draft"
     assert (task.cost["requests"], task.cost["usd_spent"]) == (1, "0.001")
