@@ -194,21 +194,6 @@ class Calls:
         """This try's record so far, JSON-safe: it travels in a pause's kwargs (see ``restore``)."""
         return self.cost.try_record().to_xcom()
 
-    def restore(self, spent: Any) -> bool:
-        """After a pause whose journal entry did not come back (a journal that could not be written or
-        read): what the try spent before it, from the pause's own kwargs (``spent_so_far``), counted
-        again as this try's. Returns whether anything was restored."""
-        from airflow_provider_qwen.cost.record import CostRecord
-
-        if not isinstance(spent, Mapping):
-            return False
-        try:
-            totals = CostRecord.from_xcom(spent).totals
-        except Exception:
-            return False
-        self.cost.ledger.carry(totals)
-        return True
-
     def start_deferred(self, request: ChatRequest) -> DeferredCall:
         """Before a call is handed to the triggerer: reserve its worst case against the budgets (a
         refusal raises here, unsent) and hold it in the ledger as in flight, so the cost journaled

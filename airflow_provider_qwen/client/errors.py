@@ -274,8 +274,7 @@ def error_to_dict(error: QwenError) -> dict[str, Any]:
         "charge": error.charge.to_dict(),
     }
     if isinstance(error, APIStatusError):
-        after = error.retry_after  # JSON has no infinity: an unbounded delay travels as "inf"
-        data["retry_after"] = "inf" if isinstance(after, float) and math.isinf(after) else after
+        data["retry_after"] = _delay_to_json(error.retry_after)
         if codes := _error_codes(error.body):
             data["body"] = {"error": codes}
     if isinstance(error, StructuredOutputError):
@@ -313,6 +312,15 @@ def _error_codes(body: Any) -> dict[str, str]:
     if not isinstance(err, Mapping):
         return {}
     return {k: err[k] for k in ("code", "type") if isinstance(err.get(k), str) and len(err[k]) <= 200}
+
+
+def _delay_to_json(delay: float | None) -> float | str | None:
+    """JSON has no infinity: an unbounded delay travels as ``"inf"``; -inf and NaN (no delay) as None."""
+    if delay is None or isinstance(delay, bool) or not isinstance(delay, (int, float)):
+        return None
+    if delay == math.inf:
+        return "inf"
+    return float(delay) if math.isfinite(delay) else None
 
 
 def _delay_or_none(value: Any) -> float | None:

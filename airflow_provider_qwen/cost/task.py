@@ -16,7 +16,7 @@ from airflow_provider_qwen.client.pricing import PriceTable, usd_text
 from airflow_provider_qwen.cost.budget import Budget, RefusalFactory
 from airflow_provider_qwen.cost.journal import CostJournal, JournalError
 from airflow_provider_qwen.cost.ledger import TryLedger
-from airflow_provider_qwen.cost.record import CostRecord
+from airflow_provider_qwen.cost.record import CostRecord, CostTotals
 from airflow_provider_qwen.cost.run_budget import Hold, HoldStore, RunShare
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class TaskCost:
         self._instance = instance
         self._refusal = refusal
         self.ledger = TryLedger(prices, model)
+        self._carry_pending = False  # the journal could not be read on resume (see finish)
         run = None
         if dag_run_budget_usd is not None and run_store is not None:
             run = RunShare(dag_run_budget_usd, run_store(), instance)
@@ -107,19 +108,27 @@ class TaskCost:
         if earlier:
             self._settle_run(earlier)
 
-    def resume(self) -> None:
+    def resume(self, carried: CostTotals | None = None) -> None:
         """This try goes on after a pause (waiting for a person, a deferral) in a new process: what
-        it spent before the pause, journaled when it paused, is counted again as this try's."""
+        it spent before the pause is counted again as this try's. ``carried``: the pause's own
+        record of it (it travels with the pause), which wins: the journal may hold an older one (a
+        later pause's write failed). Without it, the journal's record; a journal that cannot be read
+        then refuses under a budget (fail closed: nothing else says what the try spent)."""
+        if carried is not None:
+            self.ledger.carry(carried)
+            return
         if self.try_number is None:
             return
         try:
-            before = [r for r in self.journal.read() if r.try_number == self.try_number]
+            self._carry_journaled()
         except JournalError as exc:
-            # Not refused under a budget: what the pause paid for is still to be counted (from what
-            # the pause carried); a further request is refused where the budget reads the journal.
-            log.warning("%s: what this try spent before its pause is counted from what it carried", exc)
-            return
-        for record in before:
+            self._carry_pending = True  # tried again when the try finishes, before its record is written
+            if self.budget.limited:
+                raise self._refusal(f"{exc}: the budget cannot count this try; {JOURNAL_FIX}") from None
+            log.warning("%s: what this try spent before its pause is not counted yet", exc)
+
+    def _carry_journaled(self) -> None:
+        for record in [r for r in self.journal.read() if r.try_number == self.try_number]:
             self.ledger.carry(record.totals)
 
     def _claim(self, usd: Decimal) -> None:
@@ -148,6 +157,12 @@ class TaskCost:
     def finish(self) -> CostRecord:
         """Journal this try, settle its run claim, return the task's record (failures are logged:
         the try is over; a retry then counts this try at its last claim)."""
+        if self._carry_pending:  # the journal could not be read on resume: its record would be lost
+            self._carry_pending = False
+            try:
+                self._carry_journaled()
+            except JournalError as exc:
+                log.warning("%s: what this try spent before its pause is not in its qwen_cost", exc)
         for held in self.ledger.abandon_in_flight():  # a resumed try stopped before recording it
             log.warning(
                 "deferred call %s: its answer was not recorded in this try; counted as one possibly "

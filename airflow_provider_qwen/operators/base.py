@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from airflow_provider_qwen.calls import Calls
     from airflow_provider_qwen.client.builder import RequestBuilder
     from airflow_provider_qwen.client.request import ChatRequest
+    from airflow_provider_qwen.cost.record import CostTotals
     from airflow_provider_qwen.cost.task import TaskCost
     from airflow_provider_qwen.hooks.qwen import QwenHook
 
@@ -296,10 +297,16 @@ class QwenBaseOperator(KillableMixin, QwenLineageMixin, BaseOperator):
         return self.metered(context, self.run)
 
     def metered(
-        self, context: Context, body: Callable[[Context, Calls], Any], *, resumed: bool = False
+        self,
+        context: Context,
+        body: Callable[[Context, Calls], Any],
+        *,
+        resumed: bool = False,
+        carried: Any = None,
     ) -> Any:
         """Run ``body`` with the try's ``Calls`` and publish the try's cost whatever happens;
-        ``resumed``: the try goes on after a pause, so what it spent before is counted too."""
+        ``resumed``: the try goes on after a pause, so what it spent before is counted too, from
+        ``carried`` (the pause's own ``spent_so_far()`` record, if it kept one) else the journal."""
         from airflow_provider_qwen.calls import Calls
         from airflow_provider_qwen.cost.record import parse_usd
         from airflow_provider_qwen.operators.spend import task_cost
@@ -321,7 +328,7 @@ class QwenBaseOperator(KillableMixin, QwenLineageMixin, BaseOperator):
         calls = Calls(cost, client=lambda: self.hook.get_conn(), log=self.log)  # fetched on first use
         try:
             if resumed:
-                cost.resume()
+                cost.resume(carried_totals(carried))
             else:
                 cost.start()
             with self.killable():
@@ -374,3 +381,15 @@ def qwen_task_ids(dag: Any) -> list[str]:
         if isinstance(cls, type) and issubclass(cls, QwenBaseOperator):
             found.append(task.task_id)
     return found or list(getattr(dag, "task_ids", []))
+
+
+def carried_totals(spent: Any) -> CostTotals | None:
+    """The totals of a pause's own ``spent_so_far()`` record (None: it kept none, or not one we read)."""
+    from airflow_provider_qwen.cost.record import CostRecord
+
+    if not isinstance(spent, Mapping):
+        return None
+    try:
+        return CostRecord.from_xcom(spent).totals
+    except Exception:
+        return None

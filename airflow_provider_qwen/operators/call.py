@@ -98,8 +98,9 @@ class QwenCallOperator(ReviewMixin, QwenBaseOperator):
                 return self.deliver(context, outcome.value, calls=calls)
             state = outcome
 
-    def execute_complete(self, context: Context, event: Mapping[str, Any]) -> Any:
-        """Resume after the triggerer's call: record its cost, then the next turn or the result."""
+    def execute_complete(self, context: Context, event: Mapping[str, Any], spent: Any = None) -> Any:
+        """Resume after the triggerer's call: record its cost, then the next turn or the result.
+        ``spent``: what the try spent before the pause (``next_kwargs``; also in the event)."""
         from airflow_provider_qwen.calls import DeferredCall
 
         resume = event.get("resume") if isinstance(event, Mapping) else None
@@ -108,24 +109,13 @@ class QwenCallOperator(ReviewMixin, QwenBaseOperator):
                 f"{type(self).__name__} {self.task_id!r}: not a Qwen trigger's event: {event!r:.200}"
             )
         deferred, state = DeferredCall.from_dict(resume.get("call") or {}), resume["state"]
-
-        def resume_turn(ctx: Context, calls: Calls) -> Any:
-            # The journal gave back the pause's record when it holds this call in flight; else (a
-            # journal that could not be written) the record travelled in the event.
-            journaled = {e.client_request_id for e in calls.cost.ledger.in_flight}
-            if deferred.client_request_id not in journaled and calls.restore(resume.get("spent")):
-                self.log.warning(
-                    "the cost journal did not give back what this try spent before the pause; "
-                    "counted from the trigger's event instead"
-                )
-            try:
-                return self._resume_turn(ctx, calls, event, deferred, state)
-            except BaseException as exc:
-                if not isinstance(exc, Exception):  # stopped (a kill, a timeout), maybe before the
-                    _record_if_held(calls, deferred, event)  # event was recorded: it is now, exactly
-                raise
-
-        return self.metered(context, resume_turn, resumed=True)
+        carried = spent if spent is not None else resume.get("spent")
+        return self.metered(
+            context,
+            lambda ctx, calls: self._resume_turn(ctx, calls, event, deferred, state),
+            resumed=True,
+            carried=carried,
+        )
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Airflow resumes a task whose trigger timed out (``execution_timeout``) or failed only to fail
@@ -134,8 +124,9 @@ class QwenCallOperator(ReviewMixin, QwenBaseOperator):
         from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
 
         if next_method == TRIGGER_FAIL_REPR:
+            spent = (next_kwargs or {}).get("spent")
             try:
-                self.metered(context, self._abandon_in_flight, resumed=True)
+                self.metered(context, self._abandon_in_flight, resumed=True, carried=spent)
             except Exception:  # counting is a courtesy here: never hide why the task fails
                 self.log.exception("could not count the deferred call whose trigger gave no answer")
         return super().resume_execution(next_method, next_kwargs, context)
@@ -160,21 +151,26 @@ class QwenCallOperator(ReviewMixin, QwenBaseOperator):
         request: ChatRequest | None = None
         unbuilt: Exception | None = None
         try:
-            request = self.turn_request(context, state)
-        except Exception as exc:
-            unbuilt = exc
-            self.log.warning(
-                "the request of deferred call %s cannot be built again on resume (%s); its cost is "
-                "recorded from the triggerer's event alone",
-                call.client_request_id,
-                exc,
-            )
-        try:
-            completion = calls.finish_deferred(
-                call, event, request, fail_on_truncation=self.fail_on_truncation
-            )
-        finally:
-            _forget_sends(context, call.client_request_id)
+            try:
+                request = self.turn_request(context, state)
+            except Exception as exc:
+                unbuilt = exc
+                self.log.warning(
+                    "the request of deferred call %s cannot be built again on resume (%s); its cost is "
+                    "recorded from the triggerer's event alone",
+                    call.client_request_id,
+                    exc,
+                )
+            try:
+                completion = calls.finish_deferred(
+                    call, event, request, fail_on_truncation=self.fail_on_truncation
+                )
+            finally:
+                _forget_sends(context, call.client_request_id)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # stopped (a kill, a timeout), maybe before the
+                _record_if_held(calls, call, event, request)  # event was recorded: it is now, exactly
+            raise
         try:
             outcome = self.after_turn(state, completion)
         except Exception:
@@ -192,6 +188,7 @@ class QwenCallOperator(ReviewMixin, QwenBaseOperator):
         guard = resume_guard_s()
         call = calls.start_deferred(request)  # a budget refusal raises here, before deferring
         marker, storage_conn_id = _sends_marker(context, call.client_request_id, self.log)
+        spent = calls.spent_so_far()
         self.log.info(
             "deferring call %s to the triggerer (no worker slot is held while it runs); up to %s USD held",
             call.client_request_id,
@@ -205,10 +202,11 @@ class QwenCallOperator(ReviewMixin, QwenBaseOperator):
                 retry_after_send=calls.retry_after_send,
                 marker=marker,
                 storage_conn_id=storage_conn_id,
-                resume={"call": call.to_dict(), "state": state, "spent": calls.spent_so_far()},
+                resume={"call": call.to_dict(), "state": state, "spent": spent},
                 not_before=time.time() + guard,
             ),
             method_name="execute_complete",
+            kwargs={"spent": spent},  # also for a resume after the trigger timed out or failed
             timeout=self.execution_timeout,
         )
 
@@ -229,12 +227,14 @@ def _sends_marker(context: Context, client_request_id: str, log: Any) -> tuple[s
         return None, None
 
 
-def _record_if_held(calls: Calls, call: DeferredCall, event: Mapping[str, Any]) -> None:
+def _record_if_held(
+    calls: Calls, call: DeferredCall, event: Mapping[str, Any], request: ChatRequest | None
+) -> None:
     """Record the triggerer's event for ``call`` unless it was already (else the try's end counts the
     call at its worst case held, as one possibly paid try)."""
     if any(e.client_request_id == call.client_request_id for e in calls.cost.ledger.in_flight):
         with contextlib.suppress(Exception):  # the call's own error: recorded, the stop goes on
-            calls.finish_deferred(call, event, None)
+            calls.finish_deferred(call, event, request)
 
 
 def _forget_sends(context: Context, client_request_id: str) -> None:

@@ -105,19 +105,11 @@ class ReviewMixin:
         self, context: Context, event: Mapping[str, Any], value: Any = None, spent: Any = None
     ) -> Any:
         """Resume after the review: the result as approved or edited; a rejection fails the task.
-        ``spent``: what the try spent before the pause, counted when the journal did not give it back
-        (a paid answer is always before a review, so an empty ledger means it did not)."""
-
-        def review(ctx: Context, calls: Calls) -> Any:
-            total = calls.cost.ledger.total
-            if not total.requests and not total.estimates and calls.restore(spent):
-                self.log.warning(
-                    "the cost journal did not give back what this try spent before the review; "
-                    "counted from the pause's kwargs instead"
-                )
-            return self.reviewed(event, value)
-
-        return self.metered(context, review, resumed=True)  # type: ignore[attr-defined]
+        ``spent``: what the try spent before the pause (counted again; the journal's record when the
+        pause kept none)."""
+        return self.metered(  # type: ignore[attr-defined]
+            context, lambda ctx, calls: self.reviewed(event, value), resumed=True, carried=spent
+        )
 
     def reviewed(self, event: Mapping[str, Any], value: Any) -> Any:
         """What the person's answer makes of ``value`` (the HITL resume event)."""
