@@ -56,6 +56,27 @@ def _failing_reads(mocker: Any, *failing: int) -> list[int]:
 # -- double counting: a stale journal record meets the pause's carried record ------------------------
 
 
+def _repaired_ticket(mocker: Any) -> tuple[PausedTask, Any]:
+    """A deferrable tool call whose first answer is invalid (a repair follows), its second valid."""
+    from pydantic import BaseModel
+
+    from airflow_provider_qwen.operators import QwenToolCallOperator
+
+    class Ticket(BaseModel):
+        priority: int
+
+    client = with_client(
+        mocker,
+        QwenToolCallOperator,
+        answer(None, tool_calls=[("c1", "Ticket", {"priority": "high"})]),
+        answer(None, tool_calls=[("c2", "Ticket", {"priority": 1})]),
+    )
+    op = QwenToolCallOperator(
+        task_id="chat", prompt="hi", output_model=Ticket, max_completion_tokens=300, deferrable=True
+    )
+    return PausedTask(op), client
+
+
 def test_a_review_after_a_deferred_call_whose_pause_was_not_journaled_counts_the_answer_once(mocker):
     """Deferral journaled (the call in flight); the answer recorded on resume; the review pause's
     journal write fails, so the journal still holds the deferral's record. The review's own record
@@ -82,24 +103,8 @@ def test_a_repair_deferred_after_an_unjournaled_pause_counts_the_first_turn_once
     """A tool call: turn 1 deferred (journaled), its invalid answer recorded on resume, the repair
     deferred but that journal write fails. The second deferral's own record wins on resume (the
     journal's stale one holds turn 1 in flight): turn 1 is not counted again as abandoned."""
-    from pydantic import BaseModel
 
-    from airflow_provider_qwen.operators import QwenToolCallOperator
-
-    class Ticket(BaseModel):
-        priority: int
-
-    client = with_client(
-        mocker,
-        QwenToolCallOperator,
-        answer(None, tool_calls=[("c1", "Ticket", {"priority": "high"})]),
-        answer(None, tool_calls=[("c2", "Ticket", {"priority": 1})]),
-    )
-    task = PausedTask(
-        QwenToolCallOperator(
-            task_id="chat", prompt="hi", output_model=Ticket, max_completion_tokens=300, deferrable=True
-        )
-    )
+    task, client = _repaired_ticket(mocker)
     first = task.defer()
     event = fire(first.trigger, mocker, client)
     _failing_writes(mocker, 1)  # the repair's deferral is not journaled
@@ -421,25 +426,11 @@ def test_a_timeout_during_the_second_deferrals_resume_counts_both_turns_exactly(
     """A tool call repaired over two deferrals; its execution_timeout fires as the second resume starts
     (before that event is recorded): both turns count exactly, once."""
     from airflow.sdk.exceptions import AirflowTaskTimeout
-    from pydantic import BaseModel
 
     from airflow_provider_qwen.operators import QwenToolCallOperator
     from airflow_provider_qwen.operators.kill import QwenTaskKilled
 
-    class Ticket(BaseModel):
-        priority: int
-
-    client = with_client(
-        mocker,
-        QwenToolCallOperator,
-        answer(None, tool_calls=[("c1", "Ticket", {"priority": "high"})]),
-        answer(None, tool_calls=[("c2", "Ticket", {"priority": 1})]),
-    )
-    task = PausedTask(
-        QwenToolCallOperator(
-            task_id="chat", prompt="hi", output_model=Ticket, max_completion_tokens=300, deferrable=True
-        )
-    )
+    task, client = _repaired_ticket(mocker)
     first = task.defer()
     event = fire(first.trigger, mocker, client)
     with pytest.raises(TaskDeferred) as again:
