@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from airflow_provider_qwen.client.models import ChatCompletion, ChatCompletionChunk
-from airflow_provider_qwen.client.pricing import PriceTable
+from airflow_provider_qwen.client.pricing import Cost, PriceTable
 from airflow_provider_qwen.client.request import ChatRequest
 from tests.support.client_helpers import bind
 
@@ -164,6 +164,14 @@ class FakeTI:
 
     def xcom_pull(self, task_ids: str | None = None, key: str = "return_value", **_: Any) -> Any:
         return self.pulled.get(task_ids or "")
+
+
+def no_usage_answer(text: str = "the answer") -> ChatCompletion:
+    """An answer the service did not price (no usage, no meta): the client marks its cost estimated."""
+    completion = answer(text)
+    completion.usage = None
+    completion.meta = None
+    return bind(completion, requested_model=MODEL, inference_id="inf-1", cost=Cost(estimated=True))
 
 
 def with_client(mocker: Any, operator_cls: type, *replies: Any) -> FakeClient:

@@ -17,7 +17,7 @@ from airflow_provider_qwen.operators import QwenChatOperator
 from airflow_provider_qwen.retry_policy import QwenRetryPolicy, RetryAction
 from tests.support import deferral_fakes
 from tests.support.deferral_fakes import PausedTask, approve, fire
-from tests.support.operator_fakes import answer, with_client
+from tests.support.operator_fakes import answer, no_usage_answer, with_client
 
 pytestmark = pytest.mark.usefixtures("deferral_storage")
 deferral_storage = deferral_fakes.deferral_storage
@@ -452,27 +452,11 @@ def test_a_timeout_during_the_second_deferrals_resume_counts_both_turns_exactly(
     assert cost["estimates"] == []
 
 
-def _no_usage_answer() -> Any:
-    from airflow_provider_qwen.client.models import ChatCompletion
-    from tests.support.client_helpers import bind
-
-    parsed = ChatCompletion.model_validate(
-        {
-            "id": "chatcmpl-1",
-            "model": "qwen3.7-max",
-            "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
-            ],
-        }
-    )
-    return bind(parsed, requested_model="alibaba/qwen3.7-max", inference_id="inf-1")
-
-
 def _resume_no_usage(mocker: Any, stop: bool) -> dict[str, Any]:
     from airflow_provider_qwen.client.models import ChatCompletion
     from airflow_provider_qwen.operators.kill import QwenTaskKilled
 
-    client = with_client(mocker, QwenChatOperator, _no_usage_answer())
+    client = with_client(mocker, QwenChatOperator, no_usage_answer("ok"))
     task = PausedTask(
         QwenChatOperator(task_id="chat", prompt="hi " * 200, max_completion_tokens=1000, deferrable=True)
     )

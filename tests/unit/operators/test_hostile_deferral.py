@@ -15,15 +15,13 @@ from airflow.sdk.exceptions import TaskDeferred
 from airflow.sdk.serde import deserialize, serialize
 
 from airflow_provider_qwen.client.errors import QwenError
-from airflow_provider_qwen.client.pricing import Cost
 from airflow_provider_qwen.operators import QwenChatOperator
 from tests.support import deferral_fakes
-from tests.support.client_helpers import bind
 from tests.support.deferral_fakes import PausedTask, TriggerClient, TriggerHook, fire
 from tests.support.operator_fakes import (
-    MODEL,
     FakeClient,
     answer,
+    no_usage_answer,
     with_client,
 )
 
@@ -38,14 +36,6 @@ def _chat(mocker: Any, *replies: Any, **params: Any) -> tuple[PausedTask, FakeCl
     return PausedTask(op), client
 
 
-def _no_usage_answer(text: str = "the answer") -> Any:
-    """An answer the service did not price (no usage, no meta): the client marks its cost estimated."""
-    completion = answer(text)
-    completion.usage = None
-    completion.meta = None
-    return bind(completion, requested_model=MODEL, inference_id="inf-1", cost=Cost(estimated=True))
-
-
 # -- qwen_cost: the same as in the worker ------------------------------------------------------
 
 
@@ -54,14 +44,14 @@ def test_an_estimated_answer_leaves_the_same_unsettled_as_in_the_worker(mocker, 
     """Without a budget nothing is held for a call in the worker, so nothing stays unsettled after an
     estimated answer; deferred, the call's worst case was kept unsettled after the resume."""
     params = {"max_cost_usd": budget} if budget else {}
-    worker_client = with_client(mocker, QwenChatOperator, _no_usage_answer())
+    worker_client = with_client(mocker, QwenChatOperator, no_usage_answer())
     worker = PausedTask(QwenChatOperator(task_id="chat", prompt="hi", max_completion_tokens=1000, **params))
     context = worker.context()
     assert worker.fresh(context).execute(context) == "the answer"
     assert worker_client.requests
     expected = worker.cost
 
-    task, client = _chat(mocker, _no_usage_answer(), **params)
+    task, client = _chat(mocker, no_usage_answer(), **params)
     deferred = task.defer()
     assert task.resume(fire(deferred.trigger, mocker, client)) == "the answer"
     got = task.cost
