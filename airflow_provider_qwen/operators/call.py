@@ -100,7 +100,7 @@ class QwenCallOperator(ReviewMixin, QwenBaseOperator):
 
     def execute_complete(self, context: Context, event: Mapping[str, Any], spent: Any = None) -> Any:
         """Resume after the triggerer's call: record its cost, then the next turn or the result.
-        ``spent``: what the try spent before the pause (``next_kwargs``; also in the event)."""
+        ``spent``: what the try spent before the pause (in ``next_kwargs``)."""
         from airflow_provider_qwen.calls import DeferredCall
 
         resume = event.get("resume") if isinstance(event, Mapping) else None
@@ -109,12 +109,11 @@ class QwenCallOperator(ReviewMixin, QwenBaseOperator):
                 f"{type(self).__name__} {self.task_id!r}: not a Qwen trigger's event: {event!r:.200}"
             )
         deferred, state = DeferredCall.from_dict(resume.get("call") or {}), resume["state"]
-        carried = spent if spent is not None else resume.get("spent")
         return self.metered(
             context,
             lambda ctx, calls: self._resume_turn(ctx, calls, event, deferred, state),
             resumed=True,
-            carried=carried,
+            carried=spent,
         )
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
@@ -188,7 +187,6 @@ class QwenCallOperator(ReviewMixin, QwenBaseOperator):
         guard = resume_guard_s()
         call = calls.start_deferred(request)  # a budget refusal raises here, before deferring
         marker, storage_conn_id = _sends_marker(context, call.client_request_id, self.log)
-        spent = calls.spent_so_far()
         self.log.info(
             "deferring call %s to the triggerer (no worker slot is held while it runs); up to %s USD held",
             call.client_request_id,
@@ -202,11 +200,11 @@ class QwenCallOperator(ReviewMixin, QwenBaseOperator):
                 retry_after_send=calls.retry_after_send,
                 marker=marker,
                 storage_conn_id=storage_conn_id,
-                resume={"call": call.to_dict(), "state": state, "spent": spent},
+                resume={"call": call.to_dict(), "state": state},
                 not_before=time.time() + guard,
             ),
             method_name="execute_complete",
-            kwargs={"spent": spent},  # also for a resume after the trigger timed out or failed
+            kwargs={"spent": calls.spent_so_far()},  # also for a resume after the trigger failed
             timeout=self.execution_timeout,
         )
 

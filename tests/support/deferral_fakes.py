@@ -56,6 +56,7 @@ class PausedTask:
         self.store: FakeStateStore | None = FakeStateStore()
         self.params = params or {}
         self.ti = DeferTI()
+        self.next_kwargs: dict[str, Any] = {}  # the last deferral's kwargs, as Airflow keeps them
 
     def context(self) -> dict[str, Any]:
         """A new try's context (a new task instance: its XComs start empty)."""
@@ -75,7 +76,14 @@ class PausedTask:
 
     def execute(self) -> Any:
         context = self.context()
-        return self.fresh(context).execute(context)
+        return self._run(lambda: self.fresh(context).execute(context))
+
+    def _run(self, call: Any) -> Any:
+        try:
+            return call()
+        except TaskDeferred as deferred:
+            self.next_kwargs = dict(deferred.kwargs or {})
+            raise
 
     def defer(self) -> TaskDeferred:
         with pytest.raises(TaskDeferred) as deferred:
@@ -83,16 +91,19 @@ class PausedTask:
         return deferred.value
 
     def resume(self, event: dict[str, Any], method: str = "execute_complete", **kwargs: Any) -> Any:
-        """Call ``method`` with the trigger's ``event`` (through serde), as the task runner does."""
+        """Call ``method`` with the trigger's ``event`` (through serde) and the last deferral's kwargs
+        (for ``execute_complete``), as the task runner does."""
         context = self.context()
         event = deserialize(serialize(event))
-        return getattr(self.fresh(context), method)(context, event, **kwargs)
+        if method == "execute_complete":
+            kwargs = {**deserialize(serialize(self.next_kwargs)), **kwargs}
+        return self._run(lambda: getattr(self.fresh(context), method)(context, event, **kwargs))
 
     def resume_execution(self, method: str, kwargs: dict[str, Any]) -> Any:
         """Resume through ``resume_execution`` with ``next_kwargs`` (through serde)."""
         context = self.context()
         kwargs = deserialize(serialize(kwargs))
-        return self.fresh(context).resume_execution(method, kwargs, context)
+        return self._run(lambda: self.fresh(context).resume_execution(method, kwargs, context))
 
     @property
     def cost(self) -> dict[str, Any]:
